@@ -1,0 +1,3 @@
+from opentier.cli import main
+
+main()

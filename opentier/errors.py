@@ -1,0 +1,104 @@
+"""One exception hierarchy for OpenTier, each class with a stable code.
+
+The code travels across the gRPC boundary (as trailing metadata ``opentier-error-code``) and ends up in
+the gateway's JSON error shape, so clients can branch on it. Codes never change once released; the
+message is for people and may improve.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class OpenTierError(Exception):
+    """Base of every error OpenTier raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    #: Name of the ``grpc.StatusCode`` this error maps to when it crosses the gRPC boundary.
+    grpc_status: ClassVar[str] = "INTERNAL"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(OpenTierError):
+    """The configuration file or environment holds a value OpenTier cannot use."""
+
+    code = "config_invalid"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class PluginError(OpenTierError):
+    """Base for plugin discovery and registration problems."""
+
+    code = "plugin_error"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class PluginValidationError(PluginError):
+    """A plugin implements a hook that does not exist or with the wrong arguments."""
+
+    code = "plugin_invalid"
+
+
+class DuplicateComponentError(PluginError):
+    """Two plugins registered a component of the same kind under the same name."""
+
+    code = "component_duplicate"
+
+
+class UnknownComponentError(PluginError):
+    """The configuration or a request names a component that no plugin registered."""
+
+    code = "component_unknown"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class InvalidComponentError(PluginError):
+    """A plugin registered something that is not a valid component of that kind."""
+
+    code = "component_invalid"
+
+
+class DatabaseError(OpenTierError):
+    """Base for problems with the PostgreSQL server OpenTier uses."""
+
+    code = "database_error"
+    grpc_status = "UNAVAILABLE"
+
+
+class EmbeddedDatabaseError(DatabaseError):
+    """The embedded PostgreSQL could not be initialised, started or stopped."""
+
+    code = "embedded_database_error"
+
+
+class MigrationError(DatabaseError):
+    """Applying the schema migrations failed."""
+
+    code = "migration_failed"
+
+
+class AuthenticationError(OpenTierError):
+    """The caller did not prove who it is (missing or wrong credential)."""
+
+    code = "unauthenticated"
+    grpc_status = "UNAUTHENTICATED"
+
+
+class InvalidRequestError(OpenTierError):
+    """A request is malformed or names something impossible."""
+
+    code = "invalid_request"
+    grpc_status = "INVALID_ARGUMENT"
+
+
+class NotFoundError(OpenTierError):
+    """The requested object does not exist for this caller."""
+
+    code = "not_found"
+    grpc_status = "NOT_FOUND"

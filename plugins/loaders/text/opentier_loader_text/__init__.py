@@ -1,0 +1,57 @@
+"""Plain-text loader: any encoding, detected; one document per source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+from charset_normalizer import from_bytes
+
+from opentier import hookimpl
+from opentier.components import Document, Loader, Source
+
+
+_PREFERENCE = {name: rank for rank, name in enumerate(["cp1252", "latin_1", "cp1251", "koi8_r"])}
+
+
+def decode(data: bytes) -> tuple[str, str]:
+    """Text and the encoding it was read with; UTF-8 first, then detection, never an exception."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    matches = list(from_bytes(data))
+    if not matches:
+        return data.decode("utf-8", errors="replace"), "utf-8 (with replacements)"
+    # Short texts often fit several code pages equally well; then prefer the most widespread one.
+    best = min(
+        matches,
+        key=lambda m: (m.chaos, -m.coherence, _PREFERENCE.get(m.encoding, len(_PREFERENCE))),
+    )
+    return str(best), best.encoding
+
+
+class TextLoader(Loader):
+    name = "text"
+    description = "Plain text in any encoding (detected)."
+    media_types = frozenset({"text/plain"})
+    extensions = frozenset({".txt", ".text", ".log"})
+
+    async def load(self, source: Source) -> AsyncIterator[Document]:
+        data = await asyncio.to_thread(source.read_bytes)
+        text, encoding = await asyncio.to_thread(decode, data)
+        title = source.uri.rsplit("/", 1)[-1] or None
+        yield Document(
+            text=text,
+            source=source.uri,
+            title=title,
+            media_type="text/plain",
+            metadata={**source.metadata, "encoding": encoding},
+        )
+
+
+@hookimpl
+def register_loaders(register: Callable[[Loader], None]) -> None:
+    register(TextLoader())
