@@ -51,10 +51,20 @@ class DatabaseSettings(Section):
         le=65535,
         description="TCP port on 127.0.0.1 for the embedded server; 0 = unix socket only.",
     )
-    name: str = Field(default="opentier", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-    pool_size: int = Field(default=5, ge=1, le=100)
-    connect_timeout_seconds: float = Field(default=10.0, gt=0)
-    start_timeout_seconds: float = Field(default=60.0, gt=0)
+    name: str = Field(
+        default="opentier",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$",
+        description="Database name (created in the embedded server on first start).",
+    )
+    pool_size: int = Field(default=5, ge=1, le=100, description="Connections kept per process.")
+    connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Give up connecting to PostgreSQL after this long."
+    )
+    start_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Give up waiting for the embedded server to start after this long.",
+    )
 
     @model_validator(mode="after")
     def _no_password_in_url(self) -> DatabaseSettings:
@@ -83,17 +93,25 @@ class HostSettings(Section):
         description="Shared credential the gateway sends to the host (environment only). When unset, "
         "`opentier up` and `opentier host` create one in <data_dir>/host.token.",
     )
-    grace_seconds: float = Field(default=10.0, ge=0, description="Shutdown grace for in-flight calls.")
-    max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    grace_seconds: float = Field(
+        default=10.0, ge=0, description="Shutdown grace for in-flight calls."
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, description="Largest gRPC message either way (uploads)."
+    )
 
 
 class GatewaySettings(Section):
-    address: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
+    address: str = Field(
+        default="127.0.0.1", description="Interface the public HTTP gateway listens on."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the gateway.")
     jwt_secret: SecretStr | None = Field(
         default=None, description="Key that signs access tokens (environment only)."
     )
-    host_deadline_seconds: float = Field(default=30.0, gt=0)
+    host_deadline_seconds: float = Field(
+        default=30.0, gt=0, description="Deadline of each unary call the gateway makes to the host."
+    )
 
 
 class PluginSettings(Section):
@@ -125,10 +143,16 @@ class IngestionSettings(Section):
         description="Ordered cleaner chain, by component name.",
     )
     embedder: str = Field(default="minilm", description="Embedder component name.")
-    chunk_tokens: int = Field(default=256, ge=16, le=8192)
-    chunk_overlap_tokens: int = Field(default=32, ge=0, le=1024)
-    max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
-    workers: int = Field(default=2, ge=1, le=64)
+    chunk_tokens: int = Field(
+        default=256, ge=16, le=8192, description="Largest chunk, in the embedder's own tokens."
+    )
+    chunk_overlap_tokens: int = Field(
+        default=32, ge=0, le=1024, description="Tokens repeated between neighbouring chunks."
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Largest upload accepted, in bytes."
+    )
+    workers: int = Field(default=2, ge=1, le=64, description="Documents processed at once.")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestionSettings:
@@ -142,17 +166,28 @@ class IngestionSettings(Section):
 
 class RetrievalSettings(Section):
     retriever: str = Field(default="hybrid", description="Default retriever component name.")
-    top_k: int = Field(default=8, ge=1, le=1000)
-    rrf_k: int = Field(default=60, ge=1)
-    ef_search: int = Field(default=100, ge=1, le=1000)
+    top_k: int = Field(default=8, ge=1, le=1000, description="Chunks returned by default.")
+    rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion.")
+    ef_search: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="pgvector hnsw.ef_search: higher finds more, slower.",
+    )
 
 
 class ChatSettings(Section):
     llm: str = Field(default="local", description="LLM component name.")
-    max_output_tokens: int = Field(default=1024, ge=1)
-    system_prompt: str | None = None
-    anthropic_api_key: SecretStr | None = Field(default=None, description="Environment only.")
-    openai_api_key: SecretStr | None = Field(default=None, description="Environment only.")
+    max_output_tokens: int = Field(default=1024, ge=1, description="Longest answer, in tokens.")
+    system_prompt: str | None = Field(
+        default=None, description="Replaces the built-in system prompt."
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None, description="Key for the Claude LLM plugin (environment only)."
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="Key for an OpenAI-compatible LLM server (environment only)."
+    )
 
 
 class Settings(BaseSettings):
@@ -173,7 +208,9 @@ class Settings(BaseSettings):
         default=Path(".opentier"),
         description="Folder for local state: embedded database, host token, logs.",
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least severe log level printed."
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     host: HostSettings = Field(default_factory=HostSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -273,7 +310,11 @@ def _refuse_secrets_in_file(
                 f"{path}: {key} is a secret and is read from the environment only; remove it from "
                 f"the file and set {env_name(key)} instead"
             )
-        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        if (
+            isinstance(value, dict)
+            and isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+        ):
             _refuse_secrets_in_file(value, annotation, prefix=f"{key}.", path=path)
 
 
@@ -287,7 +328,9 @@ def _describe_validation_error(err: ValidationError, path: Path | None) -> str:
             allowed = _allowed_keys(problem["loc"][:-1])
             lines.append(f"  {key}: unknown key; allowed here: {', '.join(allowed)}")
             continue
-        shown = "***" if isinstance(given, SecretStr) or "secret" in key or "token" in key else given
+        shown = (
+            "***" if isinstance(given, SecretStr) or "secret" in key or "token" in key else given
+        )
         lines.append(f"  {key} = {shown!r}: {problem['msg']}")
     return "\n".join(lines)
 
