@@ -14,6 +14,7 @@ import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+import importlib
 import importlib.metadata
 from importlib.metadata import EntryPoint
 from types import ModuleType
@@ -113,8 +114,11 @@ class PluginSystem:
         def on_failure(_manager: Any, entry_point: EntryPoint, err: BaseException) -> None:
             failures.append((entry_point, err))
 
-        # Installing a distribution while the process runs must be visible to the next discovery.
-        ExtensionManager.ENTRY_POINT_CACHE.pop(ENTRY_POINT_GROUP, None)
+        # Hand stevedore the entry points read now, rather than its caches (in memory and on disk):
+        # a distribution installed while the process runs is then visible to the next discovery, and
+        # each entry point keeps its distribution for the listing.
+        importlib.invalidate_caches()
+        ExtensionManager.ENTRY_POINT_CACHE[ENTRY_POINT_GROUP] = _entry_points()
         manager: ExtensionManager[Any]
         if self.selection.allow is None:
             manager = ExtensionManager(
@@ -133,13 +137,12 @@ class PluginSystem:
                 self.failures.append(
                     PluginFailure(name, None, None, f"{LOAD_PLUGINS_ENV} names {name!r}, which is not installed")
                 )
-        known = _distributions()
         for entry_point, err in failures:
-            dist, version = _dist_of(entry_point, known)
+            dist, version = _dist_of(entry_point)
             self.failures.append(PluginFailure(entry_point.name, dist, version, _describe(err)))
             log.warning("plugin %s failed to load: %s", entry_point.name, _describe(err))
         for extension in manager.extensions:
-            dist, version = _dist_of(extension.entry_point, known)
+            dist, version = _dist_of(extension.entry_point)
             self.add(extension.plugin, extension.name, distribution=dist, version=version)
 
     def add(
@@ -230,23 +233,22 @@ def load_plugins(
     return system
 
 
-def _distributions() -> dict[tuple[str, str], tuple[str, str]]:
-    """(entry-point name, value) → (distribution, version) for the group; stevedore's cached entry
-    points do not carry their distribution."""
-    found: dict[tuple[str, str], tuple[str, str]] = {}
-    for dist in importlib.metadata.distributions():
-        for entry_point in dist.entry_points.select(group=ENTRY_POINT_GROUP):
-            found[(entry_point.name, entry_point.value)] = (dist.metadata["Name"], dist.version)
+def _entry_points() -> list[EntryPoint]:
+    """The group's entry points, once each (an editable install can appear twice on the path)."""
+    seen: set[tuple[str, str]] = set()
+    found: list[EntryPoint] = []
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if (entry_point.name, entry_point.value) not in seen:
+            seen.add((entry_point.name, entry_point.value))
+            found.append(entry_point)
     return found
 
 
-def _dist_of(
-    entry_point: EntryPoint, known: dict[tuple[str, str], tuple[str, str]]
-) -> tuple[str | None, str | None]:
+def _dist_of(entry_point: EntryPoint) -> tuple[str | None, str | None]:
     dist = entry_point.dist
-    if dist is not None:
-        return dist.metadata["Name"], dist.version
-    return known.get((entry_point.name, entry_point.value), (None, None))
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
 
 
 def _describe(err: BaseException) -> str:

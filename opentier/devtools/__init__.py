@@ -1,0 +1,1 @@
+"""Developer tools that are not needed at run time (code generation)."""

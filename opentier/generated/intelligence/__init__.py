@@ -1,0 +1,1 @@
+"""Generated code for the opentier.intelligence contract. Do not edit."""

@@ -1,0 +1,1 @@
+"""The gRPC intelligence host: thin servicers in front of the engine."""

@@ -1,0 +1,1 @@
+"""gRPC servicers: thin adapters between the generated contract and the core/engine."""
