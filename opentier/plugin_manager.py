@@ -8,14 +8,14 @@ others still load. A hook implementation whose name matches no spec fails loudly
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import logging
 import os
 import sys
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-import importlib
-import importlib.metadata
 from importlib.metadata import EntryPoint
 from types import ModuleType
 from typing import Any
@@ -121,9 +121,7 @@ class PluginSystem:
         ExtensionManager.ENTRY_POINT_CACHE[ENTRY_POINT_GROUP] = _entry_points()
         manager: ExtensionManager[Any]
         if self.selection.allow is None:
-            manager = ExtensionManager(
-                ENTRY_POINT_GROUP, on_load_failure_callback=on_failure
-            )
+            manager = ExtensionManager(ENTRY_POINT_GROUP, on_load_failure_callback=on_failure)
         else:
             missing: list[str] = []
             manager = NamedExtensionManager(
@@ -135,7 +133,12 @@ class PluginSystem:
             )
             for name in missing:
                 self.failures.append(
-                    PluginFailure(name, None, None, f"{LOAD_PLUGINS_ENV} names {name!r}, which is not installed")
+                    PluginFailure(
+                        name,
+                        None,
+                        None,
+                        f"{LOAD_PLUGINS_ENV} names {name!r}, which is not installed",
+                    )
                 )
         for entry_point, err in failures:
             dist, version = _dist_of(entry_point)
@@ -204,7 +207,11 @@ class PluginSystem:
             ) from err
 
     def hook_names(self) -> Iterable[str]:
-        return (name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "opentier_spec", None))
+        return (
+            name
+            for name in dir(hookspecs)
+            if getattr(getattr(hookspecs, name), "opentier_spec", None)
+        )
 
     def components_of(self, plugin: str) -> list[tuple[ComponentKind, str]]:
         return self.registry.by_plugin(plugin)
@@ -259,4 +266,3 @@ def _describe(err: BaseException) -> str:
 
 def _truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in {"1", "true", "yes", "on"}
-

@@ -28,8 +28,10 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_file_values_and_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = write(tmp_path, '[retrieval]\ntop_k = 12\n[host]\nport = 6000\n')
+def test_file_values_and_environment_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, "[retrieval]\ntop_k = 12\n[host]\nport = 6000\n")
     assert load_settings(path).retrieval.top_k == 12
     monkeypatch.setenv("OPENTIER_HOST__PORT", "7000")
     monkeypatch.setenv("OPENTIER_INGESTION__CLEANERS", '["whitespace"]')
@@ -71,13 +73,15 @@ def test_invalid_value_names_key_value_and_what_is_allowed(tmp_path: Path) -> No
 
 def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "[retrieval]\ntopk = 3\n")
-    with pytest.raises(ConfigError, match=r"retrieval.topk: unknown key; allowed here: ef_search, "):
+    with pytest.raises(
+        ConfigError, match=r"retrieval.topk: unknown key; allowed here: ef_search, "
+    ):
         load_settings(path)
 
 
 def test_cross_field_rule(tmp_path: Path) -> None:
     path = write(tmp_path, "[ingestion]\nchunk_tokens = 64\nchunk_overlap_tokens = 64\n")
-    with pytest.raises(ConfigError, match="chunk_overlap_tokens .64. must be smaller"):
+    with pytest.raises(ConfigError, match=r"chunk_overlap_tokens .64. must be smaller"):
         load_settings(path)
 
 
@@ -91,7 +95,7 @@ def test_production_refuses_placeholder_secrets(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("OPENTIER_ENVIRONMENT", "production")
     monkeypatch.setenv("OPENTIER_HOST__TOKEN", "changeme")
     monkeypatch.setenv("OPENTIER_GATEWAY__JWT_SECRET", "a-real-secret-value-123")
-    with pytest.raises(ConfigError, match="host.token must be set to a real secret"):
+    with pytest.raises(ConfigError, match=r"host.token must be set to a real secret"):
         load_settings()
     monkeypatch.setenv("OPENTIER_HOST__TOKEN", "another-real-secret-456")
     assert load_settings().environment == "production"
@@ -122,7 +126,9 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 def test_config_show_hides_secrets_and_shows_overrides() -> None:
     done = run_cli(
-        "config", "show", env={"OPENTIER_HOST__TOKEN": "s3cr3t-value", "OPENTIER_RETRIEVAL__TOP_K": "21"}
+        "config",
+        "show",
+        env={"OPENTIER_HOST__TOKEN": "s3cr3t-value", "OPENTIER_RETRIEVAL__TOP_K": "21"},
     )
     assert done.returncode == 0, done.stderr
     assert "s3cr3t-value" not in done.stdout

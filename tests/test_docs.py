@@ -17,9 +17,7 @@ HOOKS_DOC = (ROOT / "docs" / "hooks.md").read_text()
 CONFIG_DOC = (ROOT / "docs" / "configuration.md").read_text()
 EXAMPLE = (ROOT / "opentier.example.toml").read_text()
 
-SPECS = sorted(
-    name for name, value in vars(hookspecs).items() if hasattr(value, "opentier_spec")
-)
+SPECS = sorted(name for name, value in vars(hookspecs).items() if hasattr(value, "opentier_spec"))
 
 
 def section(name: str) -> str:

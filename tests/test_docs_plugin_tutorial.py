@@ -35,7 +35,10 @@ async def test_tutorial_plugin_installs_and_shows_up(tmp_path: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIER_")}
         out = subprocess.run(
             [str(Path(sys.executable).with_name("opentier")), "plugins", "--json"],
-            capture_output=True, text=True, check=True, env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
         ).stdout
         plugins = {p["name"]: p for p in json.loads(out)["plugins"]}
         assert plugins["reverse"]["distribution"] == "opentier-reverse"
@@ -46,4 +49,6 @@ async def test_tutorial_plugin_installs_and_shows_up(tmp_path: Path) -> None:
         result = await cleaner.clean(Document(text="abc\nxyz", source="s"))
         assert isinstance(result, Document) and result.text == "cba\nzyx"
     finally:
-        subprocess.run([*pip, "uninstall", "-y", "opentier-reverse"], check=True, capture_output=True)
+        subprocess.run(
+            [*pip, "uninstall", "-y", "opentier-reverse"], check=True, capture_output=True
+        )

@@ -9,6 +9,7 @@ import pytest
 
 from opentier import hookimpl
 from opentier.components import ComponentKind, Document, Loader, Source
+from opentier.config import PluginSettings
 from opentier.errors import (
     DuplicateComponentError,
     InvalidComponentError,
@@ -16,7 +17,6 @@ from opentier.errors import (
     UnknownComponentError,
 )
 from opentier.plugin_manager import PluginSelection, PluginSystem, load_plugins
-from opentier.config import PluginSettings
 
 
 class EchoLoader(Loader):
@@ -87,7 +87,9 @@ def test_same_name_in_different_kinds_is_allowed() -> None:
 
 def test_unknown_name_lists_available() -> None:
     system = fresh(("p", loader_plugin(EchoLoader("alpha"), EchoLoader("beta"))))
-    with pytest.raises(UnknownComponentError, match=r"no loader named 'gamma'; available: alpha, beta"):
+    with pytest.raises(
+        UnknownComponentError, match=r"no loader named 'gamma'; available: alpha, beta"
+    ):
         system.registry.get(ComponentKind.LOADER, "gamma")
     with pytest.raises(UnknownComponentError, match="available: none"):
         system.registry.get(ComponentKind.LLM, "claude")
@@ -140,7 +142,9 @@ def test_selection_switches_from_environment() -> None:
     assert env_allow.allow == ["x", "y"]
     off = PluginSelection.from_settings(settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert off.autoload is False
-    assert PluginSelection.from_settings(settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "0"}).autoload
+    assert PluginSelection.from_settings(
+        settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "0"}
+    ).autoload
 
 
 def test_disabled_autoload_loads_no_installed_plugin() -> None:
@@ -169,7 +173,12 @@ def test_lifecycle_hooks_reach_plugins() -> None:
     def opentier_shutdown() -> None:
         seen.append("stop")
 
-    system = fresh(("life", SimpleNamespace(opentier_startup=opentier_startup, opentier_shutdown=opentier_shutdown)))
+    system = fresh(
+        (
+            "life",
+            SimpleNamespace(opentier_startup=opentier_startup, opentier_shutdown=opentier_shutdown),
+        )
+    )
     system.pm.hook.opentier_startup(settings=Settings())
     system.pm.hook.opentier_shutdown()
     assert seen == ["start:development", "stop"]

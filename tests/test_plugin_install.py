@@ -94,13 +94,19 @@ def cli_plugins(**env: str) -> dict[str, object]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIER_")}
     environ.update(env)
     done = subprocess.run(
-        [str(OPENTIER), "plugins", "--json"], capture_output=True, text=True, env=environ, check=True
+        [str(OPENTIER), "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        check=True,
     )
     report: dict[str, object] = json.loads(done.stdout)
     return report
 
 
-def test_installed_plugin_is_listed_with_its_component(installed_plugin: tuple[str, str, str]) -> None:
+def test_installed_plugin_is_listed_with_its_component(
+    installed_plugin: tuple[str, str, str],
+) -> None:
     dist, good, broken = installed_plugin
     report = cli_plugins()
     plugins = {p["name"]: p for p in report["plugins"]}  # type: ignore[attr-defined]
@@ -117,7 +123,9 @@ def test_installed_plugin_is_listed_with_its_component(installed_plugin: tuple[s
     assert {"text", "basic-cleaners"} <= set(plugins)
 
 
-def test_table_output_names_the_plugin_and_the_error(installed_plugin: tuple[str, str, str]) -> None:
+def test_table_output_names_the_plugin_and_the_error(
+    installed_plugin: tuple[str, str, str],
+) -> None:
     _dist, good, broken = installed_plugin
     environ = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIER_")}
     environ["COLUMNS"] = "200"
@@ -140,7 +148,7 @@ async def test_installed_component_is_usable(installed_plugin: tuple[str, str, s
 
 
 def test_environment_switches_apply_to_the_cli(installed_plugin: tuple[str, str, str]) -> None:
-    _dist, good, broken = installed_plugin
+    _dist, good, _broken = installed_plugin
     assert cli_plugins(OPENTIER_DISABLE_PLUGIN_AUTOLOAD="1") == {"plugins": [], "failures": []}
     only = cli_plugins(OPENTIER_LOAD_PLUGINS=good)
     assert [p["name"] for p in only["plugins"]] == [good]  # type: ignore[attr-defined]

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from opentier import __version__
 from opentier.config import Settings, load_settings
 from opentier.errors import OpenTierError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliState:
@@ -69,18 +66,16 @@ pass_state = click.make_pass_decorator(CliState)
 
 
 def _register_commands() -> None:
-    from opentier.cli import config_cmd, plugins_cmd
+    from opentier.cli import config_cmd, db_cmd, host_cmd, plugins_cmd, up_cmd
 
-    main.add_command(plugins_cmd.plugins)
-    main.add_command(config_cmd.config)
-    for module_name in ("db_cmd", "host_cmd", "up_cmd"):
-        try:
-            module = __import__(f"opentier.cli.{module_name}", fromlist=["command"])
-        except ModuleNotFoundError as err:
-            if err.name != f"opentier.cli.{module_name}":
-                raise
-            continue
-        main.add_command(module.command)
+    for command in (
+        up_cmd.command,
+        plugins_cmd.plugins,
+        config_cmd.config,
+        db_cmd.command,
+        host_cmd.command,
+    ):
+        main.add_command(command)
 
 
 _register_commands()

@@ -66,6 +66,12 @@ async def _serve(settings: Settings, plugins: PluginSystem, token: str) -> None:
         f"({len(plugins.loaded)} plugins; token from {source}); Ctrl-C stops it",
         err=True,
     )
+    await serve_until_signal(server)
+    click.echo("opentier host stopped", err=True)
+
+
+async def serve_until_signal(server: HostServer) -> None:
+    """Wait for SIGINT/SIGTERM (or the server ending by itself), then stop it gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -81,7 +87,6 @@ async def _serve(settings: Settings, plugins: PluginSystem, token: str) -> None:
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
-    click.echo("opentier host stopped", err=True)
 
 
 @command.command("health")

@@ -10,7 +10,6 @@ from charset_normalizer import from_bytes
 from opentier import hookimpl
 from opentier.components import Document, Loader, Source
 
-
 _PREFERENCE = {name: rank for rank, name in enumerate(["cp1252", "latin_1", "cp1251", "koi8_r"])}
 
 

@@ -1,0 +1,1 @@
+"""PostgreSQL: the embedded server, connection URLs and migrations (schema per side)."""

@@ -1,0 +1,186 @@
+"""Tables of schema ``intelligence``: collections, documents, chunks and ingestion jobs (host only).
+
+Every table carries ``tenant_id`` so that every query can be scoped by tenant. ``chunks.embedding``
+has no fixed dimension: each collection picks its embedder, and an HNSW index per dimension is a
+partial expression index (see :mod:`opentier.db.vector_index`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from pgvector.sqlalchemy import Vector
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from opentier.db.models import NAMING_CONVENTION
+
+SCHEMA = "intelligence"
+
+
+class DocumentStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    READY = "ready"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DELETED = "deleted"
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+def _one_of(column: str, values: type[StrEnum]) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+class IntelligenceBase(DeclarativeBase):
+    """Declarative base of the host side; its metadata holds schema ``intelligence`` only."""
+
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 (SQLAlchemy reads it once)
+        str: sa.Text(),
+        datetime: sa.DateTime(timezone=True),
+        uuid.UUID: sa.Uuid(),
+        dict[str, Any]: JSONB(),
+    }
+
+
+class _Timestamps:
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=sa.func.now(), onupdate=sa.func.now()
+    )
+
+
+_EMPTY_JSON = sa.text("'{}'::jsonb")
+
+
+class Collection(_Timestamps, IntelligenceBase):
+    """A named set of documents of one tenant, embedded by one embedder."""
+
+    __tablename__ = "collections"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "name"), {"schema": SCHEMA})
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=sa.func.gen_random_uuid()
+    )
+    tenant_id: Mapped[str]
+    name: Mapped[str]
+    description: Mapped[str | None]
+    embedder: Mapped[str]
+    embedding_dims: Mapped[int]
+    language: Mapped[str] = mapped_column(server_default="english")
+    settings: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
+
+
+class Document(_Timestamps, IntelligenceBase):
+    """One source (file, URL...) in a collection, versioned by content hash, with its status."""
+
+    __tablename__ = "documents"
+    __table_args__ = (
+        sa.UniqueConstraint("collection_id", "source"),
+        sa.CheckConstraint(_one_of("status", DocumentStatus), name="status"),
+        sa.Index(None, "tenant_id", "collection_id", "status"),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=sa.func.gen_random_uuid()
+    )
+    tenant_id: Mapped[str]
+    collection_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.collections.id", ondelete="CASCADE")
+    )
+    source: Mapped[str]
+    title: Mapped[str | None]
+    media_type: Mapped[str | None]
+    content_hash: Mapped[str | None]
+    version: Mapped[int] = mapped_column(server_default=sa.text("1"))
+    status: Mapped[str] = mapped_column(server_default=DocumentStatus.PENDING.value)
+    error_stage: Mapped[str | None]
+    error_message: Mapped[str | None]
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=_EMPTY_JSON)
+    chunk_count: Mapped[int] = mapped_column(server_default=sa.text("0"))
+
+
+class Chunk(IntelligenceBase):
+    """A piece of a document: its text, full-text vector and embedding."""
+
+    __tablename__ = "chunks"
+    __table_args__ = (
+        sa.UniqueConstraint("document_id", "ordinal"),
+        sa.CheckConstraint(
+            "(embedding IS NULL AND embedding_dims IS NULL) OR "
+            "(embedding IS NOT NULL AND embedding_dims = vector_dims(embedding))",
+            name="embedding_dims",
+        ),
+        sa.Index(None, "tenant_id", "collection_id"),
+        sa.Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        sa.Index(
+            "ix_chunks_metadata",
+            "metadata",
+            postgresql_using="gin",
+            postgresql_ops={"metadata": "jsonb_path_ops"},
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=sa.func.gen_random_uuid()
+    )
+    tenant_id: Mapped[str]
+    collection_id: Mapped[uuid.UUID]
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.documents.id", ondelete="CASCADE")
+    )
+    ordinal: Mapped[int]
+    text: Mapped[str]
+    token_count: Mapped[int]
+    heading_path: Mapped[list[str]] = mapped_column(
+        ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]")
+    )
+    page: Mapped[int | None]
+    char_start: Mapped[int | None]
+    char_end: Mapped[int | None]
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=_EMPTY_JSON)
+    tsv: Mapped[str | None] = mapped_column(TSVECTOR())
+    #: Any dimension; ``embedding_dims`` says which, and selects the matching HNSW index.
+    embedding: Mapped[list[float] | None] = mapped_column(Vector())
+    embedding_dims: Mapped[int | None] = mapped_column(sa.SmallInteger())
+
+
+class IngestionJob(_Timestamps, IntelligenceBase):
+    """A batch of sources to ingest; any host claims it with ``FOR UPDATE SKIP LOCKED``."""
+
+    __tablename__ = "ingestion_jobs"
+    __table_args__ = (
+        sa.CheckConstraint(_one_of("status", JobStatus), name="status"),
+        sa.Index(None, "status", "created_at"),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(
+        primary_key=True, server_default=sa.func.gen_random_uuid()
+    )
+    tenant_id: Mapped[str]
+    collection_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.collections.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(server_default=JobStatus.QUEUED.value)
+    source: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
+    total: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    done: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    failed: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    error: Mapped[str | None]
+    claimed_by: Mapped[str | None]
+    claimed_at: Mapped[datetime | None]
