@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -51,6 +51,8 @@ class Source:
     data: bytes | None = None
     path: Path | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Loader options given with this source (e.g. which CSV column holds the text).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     def read_bytes(self) -> bytes:
         if self.data is not None:
@@ -66,15 +68,74 @@ class Source:
         return Path(name).suffix.lower()
 
 
+BlockKind = Literal["heading", "paragraph", "list", "table", "code"]
+
+
 @dataclass(slots=True)
-class Document:
-    """One loaded document: text plus what a citation needs to point back at it."""
+class Block:
+    """One structural piece of a document: a heading, a paragraph, a list, a table or code.
+
+    The chunker keeps headings as the path of every chunk under them, never splits inside a
+    sentence when it can avoid it, and carries ``page`` into each chunk for citations.
+    """
 
     text: str
+    kind: BlockKind = "paragraph"
+    #: Heading level (1 = top); 0 for other kinds.
+    level: int = 0
+    #: 1-based page number, for paginated formats (PDF).
+    page: int | None = None
+
+
+#: What separates blocks in :attr:`Document.text`; chunk character spans count it.
+BLOCK_SEPARATOR = "\n\n"
+
+
+@dataclass(slots=True)
+class Document:
+    """One loaded document: structured text plus what a citation needs to point back at it.
+
+    ``source`` identifies the document inside its collection (a relative path, a URL, an upload
+    name, ``file.jsonl#L12`` for a record); re-ingesting the same ``source`` replaces it.
+    """
+
+    blocks: list[Block]
     source: str
     title: str | None = None
     media_type: str = "text/plain"
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_text(
+        cls,
+        text: str,
+        source: str,
+        *,
+        title: str | None = None,
+        media_type: str = "text/plain",
+        metadata: dict[str, Any] | None = None,
+    ) -> Document:
+        """A document of paragraphs: ``text`` split at blank lines."""
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        paragraphs = [part.strip("\n") for part in re.split(r"\n[ \t]*\n", text)]
+        return cls(
+            blocks=[Block(part) for part in paragraphs if part.strip()],
+            source=source,
+            title=title,
+            media_type=media_type,
+            metadata=dict(metadata or {}),
+        )
+
+    @property
+    def text(self) -> str:
+        """The whole text: the blocks joined by :data:`BLOCK_SEPARATOR`."""
+        return BLOCK_SEPARATOR.join(block.text for block in self.blocks)
+
+    def map_text(self, rewrite: Callable[[str], str]) -> None:
+        """Apply ``rewrite`` to every block's text and drop the blocks left empty."""
+        for block in self.blocks:
+            block.text = rewrite(block.text)
+        self.blocks = [block for block in self.blocks if block.text.strip()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +227,11 @@ class Loader(Component):
 
     @abstractmethod
     def load(self, source: Source) -> AsyncIterator[Document]:
-        """Yield the documents found in ``source`` (an ``async def`` generator)."""
+        """Yield the documents found in ``source`` (an ``async def`` generator).
+
+        Raise :class:`opentier.errors.DocumentLoadError` with a reason a user can act on when the
+        source cannot be read (corrupt, encrypted, wrong format); parse in a thread.
+        """
 
 
 class Cleaner(Component):
@@ -189,6 +254,9 @@ class Embedder(Component):
     max_input_tokens: int
     #: How many texts :meth:`embed` takes at once efficiently.
     batch_size: int = 32
+    #: Changes whenever the same text would get a different vector (new weights, new pooling):
+    #: a collection is bound to one (name, version, dimensions) and never mixes vectors.
+    version: str = "1"
 
     @abstractmethod
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:

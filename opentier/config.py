@@ -38,9 +38,7 @@ class DatabaseSettings(Section):
         description="PostgreSQL URL of an existing server (postgresql://user@host:port/db). When set, "
         "OpenTier starts no embedded server. Put the password in OPENTIER_DATABASE__PASSWORD, not here.",
     )
-    password: SecretStr | None = Field(
-        default=None, description="Password for `url` (environment only)."
-    )
+    password: SecretStr | None = Field(default=None, description="Password for `url` (environment only).")
     embedded_dir: Path | None = Field(
         default=None,
         description="Data folder of the embedded PostgreSQL; default: <data_dir>/postgres.",
@@ -93,18 +91,14 @@ class HostSettings(Section):
         description="Shared credential the gateway sends to the host (environment only). When unset, "
         "`opentier up` and `opentier host` create one in <data_dir>/host.token.",
     )
-    grace_seconds: float = Field(
-        default=10.0, ge=0, description="Shutdown grace for in-flight calls."
-    )
+    grace_seconds: float = Field(default=10.0, ge=0, description="Shutdown grace for in-flight calls.")
     max_message_bytes: int = Field(
         default=64 * 1024 * 1024, ge=1024, description="Largest gRPC message either way (uploads)."
     )
 
 
 class GatewaySettings(Section):
-    address: str = Field(
-        default="127.0.0.1", description="Interface the public HTTP gateway listens on."
-    )
+    address: str = Field(default="127.0.0.1", description="Interface the public HTTP gateway listens on.")
     port: int = Field(default=8000, ge=0, le=65535, description="HTTP port of the gateway.")
     jwt_secret: SecretStr | None = Field(
         default=None, description="Key that signs access tokens (environment only)."
@@ -179,9 +173,7 @@ class RetrievalSettings(Section):
 class ChatSettings(Section):
     llm: str = Field(default="local", description="LLM component name.")
     max_output_tokens: int = Field(default=1024, ge=1, description="Longest answer, in tokens.")
-    system_prompt: str | None = Field(
-        default=None, description="Replaces the built-in system prompt."
-    )
+    system_prompt: str | None = Field(default=None, description="Replaces the built-in system prompt.")
     anthropic_api_key: SecretStr | None = Field(
         default=None, description="Key for the Claude LLM plugin (environment only)."
     )
@@ -239,8 +231,7 @@ class Settings(BaseSettings):
         for key, value in required.items():
             if value is None or value.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(
-                    f"{key} must be set to a real secret in production "
-                    f"(environment variable {env_name(key)})"
+                    f"{key} must be set to a real secret in production (environment variable {env_name(key)})"
                 )
         return self
 
@@ -296,9 +287,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {err}") from None
 
 
-def _refuse_secrets_in_file(
-    data: dict[str, Any], model: type[BaseModel], prefix: str, path: Path
-) -> None:
+def _refuse_secrets_in_file(data: dict[str, Any], model: type[BaseModel], prefix: str, path: Path) -> None:
     for name, value in data.items():
         field = model.model_fields.get(name)
         if field is None:
@@ -310,11 +299,7 @@ def _refuse_secrets_in_file(
                 f"{path}: {key} is a secret and is read from the environment only; remove it from "
                 f"the file and set {env_name(key)} instead"
             )
-        if (
-            isinstance(value, dict)
-            and isinstance(annotation, type)
-            and issubclass(annotation, BaseModel)
-        ):
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
             _refuse_secrets_in_file(value, annotation, prefix=f"{key}.", path=path)
 
 
@@ -328,9 +313,7 @@ def _describe_validation_error(err: ValidationError, path: Path | None) -> str:
             allowed = _allowed_keys(problem["loc"][:-1])
             lines.append(f"  {key}: unknown key; allowed here: {', '.join(allowed)}")
             continue
-        shown = (
-            "***" if isinstance(given, SecretStr) or "secret" in key or "token" in key else given
-        )
+        shown = "***" if isinstance(given, SecretStr) or "secret" in key or "token" in key else given
         lines.append(f"  {key} = {shown!r}: {problem['msg']}")
     return "\n".join(lines)
 

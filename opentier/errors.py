@@ -102,3 +102,37 @@ class NotFoundError(OpenTierError):
 
     code = "not_found"
     grpc_status = "NOT_FOUND"
+
+
+class AlreadyExistsError(OpenTierError):
+    """The object to create exists already (e.g. a collection name taken in this tenant)."""
+
+    code = "already_exists"
+    grpc_status = "ALREADY_EXISTS"
+
+
+class DocumentError(OpenTierError):
+    """A document could not be ingested; ``stage`` names the pipeline step that failed."""
+
+    code = "document_failed"
+    grpc_status = "INVALID_ARGUMENT"
+    stage: str = "load"
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        if stage is not None:
+            self.stage = stage
+
+
+class DocumentLoadError(DocumentError):
+    """A loader could not read a source: corrupt, encrypted, empty or of the wrong format."""
+
+    code = "document_unreadable"
+    stage = "load"
+
+
+class SourceRefusedError(InvalidRequestError):
+    """A source is not allowed: a folder outside the configured roots, a private address, too big."""
+
+    code = "source_refused"
+    grpc_status = "PERMISSION_DENIED"

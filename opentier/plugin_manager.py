@@ -207,11 +207,7 @@ class PluginSystem:
             ) from err
 
     def hook_names(self) -> Iterable[str]:
-        return (
-            name
-            for name in dir(hookspecs)
-            if getattr(getattr(hookspecs, name), "opentier_spec", None)
-        )
+        return (name for name in dir(hookspecs) if getattr(getattr(hookspecs, name), "opentier_spec", None))
 
     def components_of(self, plugin: str) -> list[tuple[ComponentKind, str]]:
         return self.registry.by_plugin(plugin)
@@ -228,9 +224,7 @@ def load_plugins(
     :param extra: ``(name, plugin)`` pairs registered in addition to the installed plugins (tests).
     """
     if selection is None:
-        selection = (
-            PluginSelection.from_settings(settings.plugins) if settings else PluginSelection()
-        )
+        selection = PluginSelection.from_settings(settings.plugins) if settings else PluginSelection()
     system = PluginSystem(selection)
     system.discover()
     for name, plugin in extra:

@@ -21,9 +21,7 @@ class Registry:
     """Holds every registered component; duplicates and unknown names are errors that explain."""
 
     def __init__(self) -> None:
-        self._by_kind: dict[ComponentKind, dict[str, Registration]] = {
-            kind: {} for kind in ComponentKind
-        }
+        self._by_kind: dict[ComponentKind, dict[str, Registration]] = {kind: {} for kind in ComponentKind}
 
     def add(self, kind: ComponentKind, component: object, plugin: str) -> None:
         """Record ``component`` of ``kind`` from ``plugin``; refuse invalid objects and duplicates."""
@@ -68,9 +66,7 @@ class Registry:
     def registrations(self) -> list[tuple[ComponentKind, str, str]]:
         """Every (kind, name, plugin) triple, sorted, for listings."""
         return sorted(
-            (kind, name, reg.plugin)
-            for kind, regs in self._by_kind.items()
-            for name, reg in regs.items()
+            (kind, name, reg.plugin) for kind, regs in self._by_kind.items() for name, reg in regs.items()
         )
 
     def by_plugin(self, plugin: str) -> list[tuple[ComponentKind, str]]:

@@ -44,9 +44,7 @@ def embedded_postgres(
     if os.environ.get(TEST_DATABASE_URL_ENV):
         yield None
         return
-    server = EmbeddedPostgres(
-        tmp_path_factory.mktemp("postgres") / "data", database=TEST_DATABASE_NAME
-    )
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres") / "data", database=TEST_DATABASE_NAME)
     try:
         server.start()
         yield server
@@ -77,9 +75,7 @@ async def db_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture(scope="session")
 def db_settings(database_url: str) -> Settings:
     url = make_url(database_url)
-    database: dict[str, object] = {
-        "url": url._replace(password=None).render_as_string(hide_password=False)
-    }
+    database: dict[str, object] = {"url": url._replace(password=None).render_as_string(hide_password=False)}
     if url.password:
         database["password"] = url.password
     return Settings(database=database)  # type: ignore[arg-type]

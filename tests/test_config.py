@@ -28,9 +28,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_file_values_and_environment_override(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_values_and_environment_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(tmp_path, "[retrieval]\ntop_k = 12\n[host]\nport = 6000\n")
     assert load_settings(path).retrieval.top_k == 12
     monkeypatch.setenv("OPENTIER_HOST__PORT", "7000")
@@ -73,9 +71,7 @@ def test_invalid_value_names_key_value_and_what_is_allowed(tmp_path: Path) -> No
 
 def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
     path = write(tmp_path, "[retrieval]\ntopk = 3\n")
-    with pytest.raises(
-        ConfigError, match=r"retrieval.topk: unknown key; allowed here: ef_search, "
-    ):
+    with pytest.raises(ConfigError, match=r"retrieval.topk: unknown key; allowed here: ef_search, "):
         load_settings(path)
 
 

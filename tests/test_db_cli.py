@@ -46,9 +46,7 @@ def test_embedded_start_status_stop(embedded_dir: Path) -> None:
 
 def test_external_server_is_never_started(embedded_dir: Path, database_url: str) -> None:
     url = make_url(database_url)
-    env = {
-        "OPENTIER_DATABASE__URL": url._replace(password=None).render_as_string(hide_password=False)
-    }
+    env = {"OPENTIER_DATABASE__URL": url._replace(password=None).render_as_string(hide_password=False)}
     if url.password:
         env["OPENTIER_DATABASE__PASSWORD"] = url.password
     runner = CliRunner(env=env)

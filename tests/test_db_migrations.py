@@ -38,8 +38,7 @@ async def test_both_schemas_hold_their_own_tables(db_engine: AsyncEngine) -> Non
     async with db_engine.connect() as conn:
         found = await rows(
             conn,
-            "SELECT schemaname, tablename FROM pg_tables "
-            "WHERE schemaname IN ('gateway', 'intelligence')",
+            "SELECT schemaname, tablename FROM pg_tables WHERE schemaname IN ('gateway', 'intelligence')",
         )
     tables: dict[str, set[str]] = {"gateway": set(), "intelligence": set()}
     for schema, table in found:
@@ -123,9 +122,7 @@ async def test_migrating_again_changes_nothing(database_url: str, db_engine: Asy
     assert first == second == head_revisions() == await current_revisions(database_url)
 
 
-async def test_concurrent_migrations_of_a_fresh_database(
-    database_url: str, db_engine: AsyncEngine
-) -> None:
+async def test_concurrent_migrations_of_a_fresh_database(database_url: str, db_engine: AsyncEngine) -> None:
     name = f"opentier_concurrent_{uuid.uuid4().hex[:8]}"
     admin = db_engine.execution_options(isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
@@ -238,9 +235,7 @@ async def test_another_dimension_gets_its_own_index(db_engine: AsyncEngine) -> N
             "SELECT ordinal FROM intelligence.chunks WHERE embedding_dims = 8 "
             f"ORDER BY {distance_sql(8)} LIMIT 1"
         )
-        plan = "\n".join(
-            r[0] for r in await rows(conn, "EXPLAIN " + query, query=unit_vector(8, 2))
-        )
+        plan = "\n".join(r[0] for r in await rows(conn, "EXPLAIN " + query, query=unit_vector(8, 2)))
         assert vector_index_name(8) in plan
         assert await rows(conn, query, query=unit_vector(8, 2)) == [(2,)]
         await transaction.rollback()
@@ -251,9 +246,7 @@ async def test_embedding_dims_must_match_the_vector(db_engine: AsyncEngine) -> N
     async with db_engine.connect() as conn, conn.begin():
         ids = await insert_document(conn, tenant, 384)
         with pytest.raises(IntegrityError, match="ck_chunks_embedding_dims"):
-            await insert_chunk(
-                conn, ids, tenant=tenant, ordinal=0, embedding=unit_vector(8, 0), dims=384
-            )
+            await insert_chunk(conn, ids, tenant=tenant, ordinal=0, embedding=unit_vector(8, 0), dims=384)
 
 
 def test_vector_index_refuses_impossible_dimensions() -> None:
@@ -265,9 +258,7 @@ async def test_engine_from_settings(db_settings: Settings) -> None:
     engine = create_engine(db_settings)
     try:
         async with engine.connect() as conn:
-            assert await conn.scalar(text("SELECT current_setting('application_name')")) == (
-                "opentier"
-            )
+            assert await conn.scalar(text("SELECT current_setting('application_name')")) == ("opentier")
         assert engine.pool.size() == db_settings.database.pool_size  # type: ignore[attr-defined]
     finally:
         await engine.dispose()
@@ -286,6 +277,4 @@ async def test_unreachable_server_is_a_clear_error(tmp_path: Any) -> None:
 
 
 async def test_only_one_side_can_be_migrated(database_url: str) -> None:
-    assert await migrate(database_url, sides=["gateway"]) == {
-        "gateway": head_revisions()["gateway"]
-    }
+    assert await migrate(database_url, sides=["gateway"]) == {"gateway": head_revisions()["gateway"]}

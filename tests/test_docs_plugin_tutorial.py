@@ -46,9 +46,7 @@ async def test_tutorial_plugin_installs_and_shows_up(tmp_path: Path) -> None:
 
         system = load_plugins(selection=PluginSelection(allow=["reverse"]))
         cleaner = system.registry.get_typed(Cleaner, "reverse-lines")
-        result = await cleaner.clean(Document(text="abc\nxyz", source="s"))
+        result = await cleaner.clean(Document.from_text("abc\nxyz", source="s"))
         assert isinstance(result, Document) and result.text == "cba\nzyx"
     finally:
-        subprocess.run(
-            [*pip, "uninstall", "-y", "opentier-reverse"], check=True, capture_output=True
-        )
+        subprocess.run([*pip, "uninstall", "-y", "opentier-reverse"], check=True, capture_output=True)

@@ -77,9 +77,7 @@ async def test_start_connect_stop(server: EmbeddedPostgres) -> None:
     assert server.status().pid == status.pid
     assert await query_one(server.url(), "SELECT current_database()") == "embedded_test"
     assert (
-        await query_one(
-            server.url(), "SELECT name FROM pg_available_extensions WHERE name = 'vector'"
-        )
+        await query_one(server.url(), "SELECT name FROM pg_available_extensions WHERE name = 'vector'")
         == "vector"
     )
     assert postgres_processes(server.data_dir)

@@ -91,9 +91,7 @@ def make_plugins(plugin: object) -> PluginSystem:
 
 
 @pytest.fixture
-async def host(
-    clean_env: None, tmp_path: Path
-) -> AsyncIterator[tuple[HostServer, LifecyclePlugin]]:
+async def host(clean_env: None, tmp_path: Path) -> AsyncIterator[tuple[HostServer, LifecyclePlugin]]:
     plugin = LifecyclePlugin()
     server = HostServer(make_settings(tmp_path), make_plugins(plugin), TOKEN)
     await server.start()
@@ -182,9 +180,7 @@ async def test_calls_without_the_right_token_are_refused(
 ) -> None:
     stub = plugins_pb2_grpc.PluginServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await stub.ListPlugins(
-            plugins_pb2.ListPluginsRequest(caller=caller()), metadata=metadata, timeout=5
-        )
+        await stub.ListPlugins(plugins_pb2.ListPluginsRequest(caller=caller()), metadata=metadata, timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert problem in (info.value.details() or "")
     assert trailer(info.value) == "unauthenticated"
@@ -253,9 +249,7 @@ async def _bug(_request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
     raise ValueError("secret internals")
 
 
-async def _stream_then_fail(
-    _request: bytes, _context: grpc.aio.ServicerContext
-) -> AsyncIterator[bytes]:
+async def _stream_then_fail(_request: bytes, _context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     yield b"first"
     raise UnknownComponentError("no llm named 'x'; available: local")
 
@@ -301,17 +295,12 @@ async def test_unexpected_errors_are_internal_and_leak_nothing(
     assert "secret internals" not in (info.value.details() or "")
     assert "host log" in (info.value.details() or "")
     assert trailer(info.value) == "internal"
-    assert any(
-        record.exc_info and "secret internals" in str(record.exc_info[1])
-        for record in caplog.records
-    )
+    assert any(record.exc_info and "secret internals" in str(record.exc_info[1]) for record in caplog.records)
 
 
 async def test_errors_in_a_stream_map_after_the_first_message(error_server: str) -> None:
     async with grpc.aio.insecure_channel(error_server) as chan:
-        call = chan.unary_stream("/test.Errors/Stream")(
-            b"", metadata=bearer_metadata(TOKEN), timeout=5
-        )
+        call = chan.unary_stream("/test.Errors/Stream")(b"", metadata=bearer_metadata(TOKEN), timeout=5)
         received: list[bytes] = []
         with pytest.raises(grpc.aio.AioRpcError) as info:
             async for message in call:
@@ -406,17 +395,13 @@ def test_cli_serve_health_and_graceful_stop(
 ) -> None:
     process, target = served
     health = [str(OPENTIER), "host", "health", "--target", target, "--timeout", "5"]
-    done = subprocess.run(
-        health, capture_output=True, text=True, env=cli_env, check=False, timeout=30
-    )
+    done = subprocess.run(health, capture_output=True, text=True, env=cli_env, check=False, timeout=30)
     assert (done.returncode, done.stdout.strip()) == (0, "SERVING"), done.stderr
     process.send_signal(signal.SIGINT)
     assert process.wait(30) == 0
     assert process.stderr is not None
     assert "opentier host stopped" in process.stderr.read()
-    done = subprocess.run(
-        health, capture_output=True, text=True, env=cli_env, check=False, timeout=30
-    )
+    done = subprocess.run(health, capture_output=True, text=True, env=cli_env, check=False, timeout=30)
     assert (done.returncode, done.stdout.strip()) == (1, UNREACHABLE)
 
 

@@ -28,7 +28,7 @@ class EchoLoader(Loader):
         self.name = name
 
     async def load(self, source: Source) -> AsyncIterator[Document]:
-        yield Document(text=source.read_bytes().decode(), source=source.uri)
+        yield Document.from_text(source.read_bytes().decode(), source=source.uri)
 
 
 def loader_plugin(*loaders: Loader) -> object:
@@ -87,9 +87,7 @@ def test_same_name_in_different_kinds_is_allowed() -> None:
 
 def test_unknown_name_lists_available() -> None:
     system = fresh(("p", loader_plugin(EchoLoader("alpha"), EchoLoader("beta"))))
-    with pytest.raises(
-        UnknownComponentError, match=r"no loader named 'gamma'; available: alpha, beta"
-    ):
+    with pytest.raises(UnknownComponentError, match=r"no loader named 'gamma'; available: alpha, beta"):
         system.registry.get(ComponentKind.LOADER, "gamma")
     with pytest.raises(UnknownComponentError, match="available: none"):
         system.registry.get(ComponentKind.LLM, "claude")
@@ -142,9 +140,7 @@ def test_selection_switches_from_environment() -> None:
     assert env_allow.allow == ["x", "y"]
     off = PluginSelection.from_settings(settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "1"})
     assert off.autoload is False
-    assert PluginSelection.from_settings(
-        settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "0"}
-    ).autoload
+    assert PluginSelection.from_settings(settings, environ={"OPENTIER_DISABLE_PLUGIN_AUTOLOAD": "0"}).autoload
 
 
 def test_disabled_autoload_loads_no_installed_plugin() -> None:

@@ -39,7 +39,7 @@ def write_distribution(root: Path, suffix: str) -> tuple[str, str, str]:
                 extensions = frozenset({{".greet"}})
 
                 async def load(self, source):
-                    yield Document(text="hello " + source.read_bytes().decode(), source=source.uri)
+                    yield Document.from_text("hello " + source.read_bytes().decode(), source=source.uri)
 
             @hookimpl
             def register_loaders(register):

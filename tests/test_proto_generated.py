@@ -21,8 +21,7 @@ def test_committed_generated_code_is_up_to_date(expected: dict[str, bytes]) -> N
     stale = protogen.stale_files(expected)
     assert not stale, (
         "the generated gRPC code is stale; regenerate it with "
-        f"`{protogen.REGENERATE_COMMAND}` and commit the result. Stale files:\n  "
-        + "\n  ".join(stale)
+        f"`{protogen.REGENERATE_COMMAND}` and commit the result. Stale files:\n  " + "\n  ".join(stale)
     )
 
 
@@ -43,9 +42,7 @@ def test_imports_point_at_the_generated_package(expected: dict[str, bytes]) -> N
     assert "'/opentier.intelligence.v1.PluginService/ListPlugins'" in grpc_code
 
 
-def test_check_finds_changed_missing_and_extra_files(
-    expected: dict[str, bytes], tmp_path: Path
-) -> None:
+def test_check_finds_changed_missing_and_extra_files(expected: dict[str, bytes], tmp_path: Path) -> None:
     assert protogen.write(expected, root=tmp_path) == sorted(expected)
     assert protogen.stale_files(expected, root=tmp_path) == []
     folder = tmp_path / "opentier/generated/intelligence/v1"

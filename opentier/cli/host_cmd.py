@@ -45,9 +45,7 @@ def serve(state: CliState, address: str | None, port: int | None) -> None:
     for host.grace_seconds, runs the plugins' shutdown hooks and exits 0.
     """
     settings = state.settings
-    overrides = {
-        key: value for key, value in (("address", address), ("port", port)) if value is not None
-    }
+    overrides = {key: value for key, value in (("address", address), ("port", port)) if value is not None}
     if overrides:
         settings = settings.model_copy(update={"host": settings.host.model_copy(update=overrides)})
     plugins = load_plugins(settings)

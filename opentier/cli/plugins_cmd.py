@@ -35,19 +35,13 @@ def plugins(state: CliState, as_json: bool) -> None:
     table.add_column("components", overflow="fold")
     for plugin in report["plugins"]:
         components = ", ".join(f"{c['kind']}:{c['name']}" for c in plugin["components"]) or "-"
-        table.add_row(
-            plugin["name"], plugin["distribution"] or "-", plugin["version"] or "-", components
-        )
+        table.add_row(plugin["name"], plugin["distribution"] or "-", plugin["version"] or "-", components)
     console.print(table)
     if not report["plugins"]:
         console.print("No plugin loaded.")
     for failure in report["failures"]:
-        where = (
-            f" ({failure['distribution']} {failure['version']})" if failure["distribution"] else ""
-        )
-        console.print(
-            f"[red]failed[/red] {failure['name']}{where}: {failure['error']}", markup=True
-        )
+        where = f" ({failure['distribution']} {failure['version']})" if failure["distribution"] else ""
+        console.print(f"[red]failed[/red] {failure['name']}{where}: {failure['error']}", markup=True)
 
 
 def plugin_report(system: PluginSystem) -> dict[str, Any]:

@@ -236,9 +236,7 @@ class EmbeddedPostgres:
             f"?host={quote(str(socket_dir), safe='/')}&port={port}"
         )
 
-    def _endpoint(
-        self, info: PostmasterPid | None = None, live: bool | None = None
-    ) -> tuple[Path, int]:
+    def _endpoint(self, info: PostmasterPid | None = None, live: bool | None = None) -> tuple[Path, int]:
         """Socket folder and port: those of the running server, else those it will have."""
         if live is None:
             info = PostmasterPid.read(self.data_dir)
@@ -801,8 +799,7 @@ def _grant_traversal(path: Path, uid: int, user: str) -> None:
         new_mode = stat.S_IMODE(info.st_mode) | stat.S_IXOTH
         parent.chmod(new_mode)
         log.warning(
-            "changed the mode of %s from %o to %o (o+x) so that PostgreSQL, running as %s, can "
-            "reach %s",
+            "changed the mode of %s from %o to %o (o+x) so that PostgreSQL, running as %s, can reach %s",
             parent,
             stat.S_IMODE(info.st_mode),
             new_mode,

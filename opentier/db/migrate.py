@@ -37,9 +37,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 INSUFFICIENT_PRIVILEGE = "42501"
 
 
-async def migrate(
-    target: Settings | URL | str, sides: Iterable[str] = SIDES
-) -> dict[str, str | None]:
+async def migrate(target: Settings | URL | str, sides: Iterable[str] = SIDES) -> dict[str, str | None]:
     """Migrate ``sides`` of the database that ``target`` (settings or URL) names to their heads.
 
     Creates the missing schemas first, and the ``vector`` extension (in schema ``public``) when the

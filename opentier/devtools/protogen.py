@@ -35,8 +35,7 @@ PACKAGE_INITS: dict[str, str] = {
         '"""Generated code for the opentier.intelligence contract. Do not edit."""\n'
     ),
     "opentier/generated/intelligence/v1/__init__.py": (
-        f'"""Generated from proto/opentier/intelligence/v1 by `{REGENERATE_COMMAND}`. '
-        'Do not edit."""\n'
+        f'"""Generated from proto/opentier/intelligence/v1 by `{REGENERATE_COMMAND}`. Do not edit."""\n'
     ),
 }
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
@@ -74,9 +73,7 @@ def generate() -> dict[str, bytes]:
     if not protos:
         raise ProtogenError(f"no .proto files in {PROTO_DIR}")
     scripts = Path(sysconfig.get_path("scripts"))
-    plugins = {
-        name: _find_plugin(name, scripts) for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")
-    }
+    plugins = {name: _find_plugin(name, scripts) for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")}
     well_known = resources.files("grpc_tools") / "_proto"
     with tempfile.TemporaryDirectory(prefix="opentier-protogen-") as tmp:
         out = Path(tmp)
@@ -94,9 +91,7 @@ def generate() -> dict[str, bytes]:
             f"--mypy_grpc_out={out}",
             *(str(path.relative_to(PROTO_ROOT)) for path in protos),
         ]
-        result = subprocess.run(
-            command, capture_output=True, text=True, cwd=PROTO_ROOT, check=False
-        )
+        result = subprocess.run(command, capture_output=True, text=True, cwd=PROTO_ROOT, check=False)
         if result.returncode != 0:
             output = result.stderr.strip() or result.stdout
             raise ProtogenError(f"protoc failed (exit {result.returncode}):\n{output}")
@@ -160,8 +155,7 @@ def _find_plugin(name: str, scripts: Path) -> Path:
     found = shutil.which(name)
     if found is None:
         raise ProtogenError(
-            f"{name} not found in {scripts} or on PATH; "
-            "install the dev extra: pip install -e '.[dev]'"
+            f"{name} not found in {scripts} or on PATH; install the dev extra: pip install -e '.[dev]'"
         )
     return Path(found)
 
@@ -169,8 +163,7 @@ def _find_plugin(name: str, scripts: Path) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m opentier.devtools.protogen",
-        description="Generate opentier/generated/intelligence/v1 from "
-        "proto/opentier/intelligence/v1.",
+        description="Generate opentier/generated/intelligence/v1 from proto/opentier/intelligence/v1.",
     )
     parser.add_argument(
         "--check",

@@ -31,9 +31,7 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Refuses, with UNAUTHENTICATED, every non-public call lacking the right bearer token."""
 
-    def __init__(
-        self, token: str, *, public_prefixes: tuple[str, ...] = PUBLIC_METHOD_PREFIXES
-    ) -> None:
+    def __init__(self, token: str, *, public_prefixes: tuple[str, ...] = PUBLIC_METHOD_PREFIXES) -> None:
         if not token:
             raise ValueError("the host token must not be empty")
         self._token = token.encode("utf-8")

@@ -62,18 +62,12 @@ def internal_message(request_id: str | None) -> str:
 
 async def abort_with(context: grpc.aio.ServicerContext, err: OpenTierError) -> NoReturn:
     """End the call with ``err``'s status, message and ``opentier-error-code`` trailer."""
-    await context.abort(
-        grpc_status_of(err), err.message, trailing_metadata=((ERROR_CODE_KEY, err.code),)
-    )
+    await context.abort(grpc_status_of(err), err.message, trailing_metadata=((ERROR_CODE_KEY, err.code),))
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 
 
-async def _fail(
-    err: BaseException, context: grpc.aio.ServicerContext, method: str, request: Any
-) -> NoReturn:
-    if isinstance(err, grpc.aio.AbortError | asyncio.CancelledError) or not isinstance(
-        err, Exception
-    ):
+async def _fail(err: BaseException, context: grpc.aio.ServicerContext, method: str, request: Any) -> NoReturn:
+    if isinstance(err, grpc.aio.AbortError | asyncio.CancelledError) or not isinstance(err, Exception):
         raise err
     if isinstance(err, OpenTierError):
         log.info("%s failed: [%s] %s", method, err.code, err.message)
@@ -128,16 +122,10 @@ def wrap_handler(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodH
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(_wrap_call(handler.unary_unary, method), **serde)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(
-            _wrap_stream(handler.unary_stream, method), **serde
-        )
+        return grpc.unary_stream_rpc_method_handler(_wrap_stream(handler.unary_stream, method), **serde)
     if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(
-            _wrap_call(handler.stream_unary, method), **serde
-        )
-    return grpc.stream_stream_rpc_method_handler(
-        _wrap_stream(handler.stream_stream, method), **serde
-    )
+        return grpc.stream_unary_rpc_method_handler(_wrap_call(handler.stream_unary, method), **serde)
+    return grpc.stream_stream_rpc_method_handler(_wrap_stream(handler.stream_stream, method), **serde)
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]

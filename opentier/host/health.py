@@ -19,9 +19,7 @@ async def check_health(target: str, timeout: float, *, service: str = "") -> str
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
-            response = await stub.Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout
-            )
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
         except grpc.aio.AioRpcError as err:
             if err.code() in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}:
                 return UNREACHABLE

@@ -83,9 +83,7 @@ class HostServer:
         return [
             (
                 service_name(plugins_pb2.DESCRIPTOR, "PluginService"),
-                lambda server: plugins_pb2_grpc.add_PluginServiceServicer_to_server(
-                    plugin_servicer, server
-                ),
+                lambda server: plugins_pb2_grpc.add_PluginServiceServicer_to_server(plugin_servicer, server),
             ),
         ]
 
@@ -126,9 +124,7 @@ class HostServer:
             await server.stop(None)
             if isinstance(err, OpenTierError):
                 raise
-            raise PluginError(
-                f"a plugin failed in opentier_startup: {type(err).__name__}: {err}"
-            ) from err
+            raise PluginError(f"a plugin failed in opentier_startup: {type(err).__name__}: {err}") from err
         await server.start()
         self._server, self._health, self.port = server, health_servicer, port
         self.services = [name for name, _register in services]

@@ -27,16 +27,12 @@ async def load_one(loader: Loader, source: Source) -> Document:
         ("Café crème, naïve façade, élève, déjà vu, à la carte".encode("cp1252"), "cp1252"),
         (
             "Грузовой самолёт приземлился в аэропорту поздно вечером. Экипаж сообщил о сильном "
-            "боковом ветре, но посадка прошла спокойно, и груз передали получателю утром.".encode(
-                "koi8-r"
-            ),
+            "боковом ветре, но посадка прошла спокойно, и груз передали получателю утром.".encode("koi8-r"),
             "koi8_r",
         ),
     ],
 )
-async def test_text_loader_detects_encoding(
-    builtins: PluginSystem, raw: bytes, encoding_hint: str
-) -> None:
+async def test_text_loader_detects_encoding(builtins: PluginSystem, raw: bytes, encoding_hint: str) -> None:
     loader = builtins.registry.get_typed(Loader, "text")
     doc = await load_one(loader, Source(uri="notes/readme.txt", data=raw))
     expected = raw.decode(encoding_hint.replace("_", "-"))
@@ -55,9 +51,7 @@ def test_text_loader_accepts_by_media_type_or_extension(builtins: PluginSystem) 
 async def test_cleaner_chain(builtins: PluginSystem) -> None:
     unicode = builtins.registry.get_typed(Cleaner, "unicode")
     whitespace = builtins.registry.get_typed(Cleaner, "whitespace")
-    doc = Document(
-        text="Cafe\u0301\x00  au\u00a0lait\r\n\r\n\r\n\r\n\tnext\u200b line  ", source="x"
-    )
+    doc = Document.from_text("Cafe\u0301\x00  au\u00a0lait\r\n\r\n\r\n\r\n\tnext\u200b line  ", source="x")
     result = await unicode.clean(doc)
     assert isinstance(result, Document)
     result = await whitespace.clean(result)
@@ -67,5 +61,5 @@ async def test_cleaner_chain(builtins: PluginSystem) -> None:
 
 async def test_whitespace_cleaner_drops_empty_documents(builtins: PluginSystem) -> None:
     whitespace = builtins.registry.get_typed(Cleaner, "whitespace")
-    verdict = await whitespace.clean(Document(text=" \n\t\x0c \u200b ", source="blank.txt"))
+    verdict = await whitespace.clean(Document.from_text(" \n\t\x0c \u200b ", source="blank.txt"))
     assert isinstance(verdict, Dropped) and "no text" in verdict.reason

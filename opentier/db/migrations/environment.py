@@ -56,9 +56,7 @@ def only_schema(schema: str) -> Callable[[str | None, str, Any], bool]:
     return include_name
 
 
-def include_object(
-    obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
+def include_object(obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Leave the per-dimension HNSW indexes alone: they are not in the models on purpose."""
     return not (type_ == "index" and (name or "").startswith(RUNTIME_INDEX_PREFIX))
 

@@ -30,8 +30,6 @@ class Tenant(GatewayBase):
     __tablename__ = "tenants"
     __table_args__ = {"schema": SCHEMA}  # noqa: RUF012
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        primary_key=True, server_default=sa.func.gen_random_uuid()
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
     name: Mapped[str] = mapped_column(unique=True)
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())

@@ -57,9 +57,7 @@ class IntelligenceBase(DeclarativeBase):
 
 class _Timestamps:
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
-    updated_at: Mapped[datetime] = mapped_column(
-        server_default=sa.func.now(), onupdate=sa.func.now()
-    )
+    updated_at: Mapped[datetime] = mapped_column(server_default=sa.func.now(), onupdate=sa.func.now())
 
 
 _EMPTY_JSON = sa.text("'{}'::jsonb")
@@ -71,9 +69,7 @@ class Collection(_Timestamps, IntelligenceBase):
     __tablename__ = "collections"
     __table_args__ = (sa.UniqueConstraint("tenant_id", "name"), {"schema": SCHEMA})
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        primary_key=True, server_default=sa.func.gen_random_uuid()
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
     tenant_id: Mapped[str]
     name: Mapped[str]
     description: Mapped[str | None]
@@ -94,9 +90,7 @@ class Document(_Timestamps, IntelligenceBase):
         {"schema": SCHEMA},
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        primary_key=True, server_default=sa.func.gen_random_uuid()
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
     tenant_id: Mapped[str]
     collection_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey(f"{SCHEMA}.collections.id", ondelete="CASCADE")
@@ -135,9 +129,7 @@ class Chunk(IntelligenceBase):
         {"schema": SCHEMA},
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        primary_key=True, server_default=sa.func.gen_random_uuid()
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
     tenant_id: Mapped[str]
     collection_id: Mapped[uuid.UUID]
     document_id: Mapped[uuid.UUID] = mapped_column(
@@ -146,9 +138,7 @@ class Chunk(IntelligenceBase):
     ordinal: Mapped[int]
     text: Mapped[str]
     token_count: Mapped[int]
-    heading_path: Mapped[list[str]] = mapped_column(
-        ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]")
-    )
+    heading_path: Mapped[list[str]] = mapped_column(ARRAY(sa.Text()), server_default=sa.text("'{}'::text[]"))
     page: Mapped[int | None]
     char_start: Mapped[int | None]
     char_end: Mapped[int | None]
@@ -169,9 +159,7 @@ class IngestionJob(_Timestamps, IntelligenceBase):
         {"schema": SCHEMA},
     )
 
-    id: Mapped[uuid.UUID] = mapped_column(
-        primary_key=True, server_default=sa.func.gen_random_uuid()
-    )
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
     tenant_id: Mapped[str]
     collection_id: Mapped[uuid.UUID] = mapped_column(
         sa.ForeignKey(f"{SCHEMA}.collections.id", ondelete="CASCADE")

@@ -27,9 +27,7 @@ def list_plugins_response(plugins: PluginSystem) -> plugins_pb2.ListPluginsRespo
     components: dict[str, list[plugins_pb2.Component]] = defaultdict(list)
     for kind, name, owner in plugins.registry.registrations():
         description = plugins.registry.get(kind, name).description
-        components[owner].append(
-            plugins_pb2.Component(kind=str(kind), name=name, description=description)
-        )
+        components[owner].append(plugins_pb2.Component(kind=str(kind), name=name, description=description))
     return plugins_pb2.ListPluginsResponse(
         plugins=[
             plugins_pb2.Plugin(

@@ -15,12 +15,20 @@ _SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
 _BLANK_LINES = re.compile(r"\n{3,}")
 
 
+def normalise_whitespace(text: str) -> str:
+    """One space between words, no control characters, at most one blank line in a row."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
+    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    return _BLANK_LINES.sub("\n\n", text).strip()
+
+
 class UnicodeCleaner(Cleaner):
     name = "unicode"
     description = "Unicode NFC normalisation (composed accents compare and search equal)."
 
     async def clean(self, document: Document) -> Document | Dropped:
-        document.text = unicodedata.normalize("NFC", document.text)
+        document.map_text(lambda text: unicodedata.normalize("NFC", text))
         return document
 
 
@@ -29,13 +37,9 @@ class WhitespaceCleaner(Cleaner):
     description = "Removes control characters, collapses runs of spaces and blank lines."
 
     async def clean(self, document: Document) -> Document | Dropped:
-        text = document.text.replace("\r\n", "\n").replace("\r", "\n")
-        text = _CONTROL.sub("", text)
-        text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-        text = _BLANK_LINES.sub("\n\n", text).strip()
-        if not text:
+        document.map_text(normalise_whitespace)
+        if not document.blocks:
             return Dropped("the document has no text left after whitespace normalisation")
-        document.text = text
         return document
 
 

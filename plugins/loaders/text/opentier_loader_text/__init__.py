@@ -42,8 +42,8 @@ class TextLoader(Loader):
         data = await asyncio.to_thread(source.read_bytes)
         text, encoding = await asyncio.to_thread(decode, data)
         title = source.uri.rsplit("/", 1)[-1] or None
-        yield Document(
-            text=text,
+        yield Document.from_text(
+            text,
             source=source.uri,
             title=title,
             media_type="text/plain",

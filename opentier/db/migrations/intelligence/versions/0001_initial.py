@@ -28,9 +28,7 @@ def _id() -> sa.Column[object]:
 
 
 def _timestamp(name: str) -> sa.Column[object]:
-    return sa.Column(
-        name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-    )
+    return sa.Column(name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False)
 
 
 def upgrade() -> None:
