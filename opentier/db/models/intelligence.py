@@ -74,6 +74,7 @@ class Collection(_Timestamps, IntelligenceBase):
     name: Mapped[str]
     description: Mapped[str | None]
     embedder: Mapped[str]
+    embedder_version: Mapped[str] = mapped_column(server_default="1")
     embedding_dims: Mapped[int]
     language: Mapped[str] = mapped_column(server_default="english")
     settings: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
@@ -105,6 +106,13 @@ class Document(_Timestamps, IntelligenceBase):
     error_message: Mapped[str | None]
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=_EMPTY_JSON)
     chunk_count: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    #: Hash of the raw source and the pipeline that read it: equal means nothing to do.
+    source_hash: Mapped[str | None]
+    #: 64-bit SimHash of the cleaned text, for near-duplicate detection within a collection.
+    simhash: Mapped[int | None] = mapped_column(sa.BigInteger())
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger())
+    #: The job that last wrote this document.
+    job_id: Mapped[uuid.UUID | None]
 
 
 class Chunk(IntelligenceBase):
@@ -166,9 +174,71 @@ class IngestionJob(_Timestamps, IntelligenceBase):
     )
     status: Mapped[str] = mapped_column(server_default=JobStatus.QUEUED.value)
     source: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
-    total: Mapped[int] = mapped_column(server_default=sa.text("0"))
-    done: Mapped[int] = mapped_column(server_default=sa.text("0"))
-    failed: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    options: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
+    created_by: Mapped[str | None]
     error: Mapped[str | None]
+    error_code: Mapped[str | None]
+    #: False while a streaming client may still add items.
+    input_complete: Mapped[bool] = mapped_column(server_default=sa.true())
     claimed_by: Mapped[str | None]
     claimed_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class ItemStatus(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ItemKind(StrEnum):
+    FILE = "file"  # uploaded bytes, in ``payload``
+    PATH = "path"  # a file on the host's disk
+    URL = "url"  # fetched by the host
+    TEXT = "text"  # a streamed record's text, in ``payload``
+    REMOVE = "remove"  # delete the document with this source
+
+
+class IngestionItem(IntelligenceBase):
+    """One unit of a job's work (a file, a URL, a streamed record).
+
+    A worker holds the row locked (``FOR UPDATE SKIP LOCKED``) in the transaction that writes the
+    item's documents and chunks, so a host that dies leaves the item pending and nothing half-written.
+    """
+
+    __tablename__ = "ingestion_items"
+    __table_args__ = (
+        sa.UniqueConstraint("job_id", "ordinal"),
+        sa.CheckConstraint(_one_of("status", ItemStatus), name="status"),
+        sa.CheckConstraint(_one_of("kind", ItemKind), name="kind"),
+        sa.Index(None, "job_id", "status", "ordinal"),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
+    job_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.ingestion_jobs.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str]
+    ordinal: Mapped[int] = mapped_column(sa.BigInteger())
+    kind: Mapped[str]
+    source: Mapped[str]
+    payload: Mapped[bytes | None] = mapped_column(sa.LargeBinary())
+    #: Filename, media type, title and metadata that came with the item.
+    details: Mapped[dict[str, Any]] = mapped_column(server_default=_EMPTY_JSON)
+    status: Mapped[str] = mapped_column(server_default=ItemStatus.PENDING.value)
+    stage: Mapped[str | None]
+    error_code: Mapped[str | None]
+    error_message: Mapped[str | None]
+    document_id: Mapped[uuid.UUID | None]
+    created: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    updated: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    unchanged: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    deleted: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    dropped: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    failed: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    chunks: Mapped[int] = mapped_column(server_default=sa.text("0"))
+    size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger())
+    finished_at: Mapped[datetime | None]
