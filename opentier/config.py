@@ -146,7 +146,33 @@ class IngestionSettings(Section):
     max_upload_bytes: int = Field(
         default=50 * 1024 * 1024, ge=1, description="Largest upload accepted, in bytes."
     )
-    workers: int = Field(default=2, ge=1, le=64, description="Documents processed at once.")
+    workers: int = Field(
+        default=2, ge=1, le=64, description="Ingestion workers per host (each holds one transaction)."
+    )
+    batch_items: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Items a worker claims at once; their chunks are embedded together.",
+    )
+    roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders on the host that `path` sources may read (with their sub-folders); "
+        "empty refuses every path source.",
+    )
+    allow_private_urls: bool = Field(
+        default=False,
+        description="Let URL sources reach loopback, private and link-local addresses.",
+    )
+    url_max_bytes: int = Field(
+        default=50 * 1024 * 1024, ge=1, description="Largest body a URL source may return."
+    )
+    url_timeout_seconds: float = Field(default=30.0, gt=0, description="Time limit of one URL fetch.")
+    near_duplicates: Literal["off", "report", "skip"] = Field(
+        default="report",
+        description="Near-duplicate documents within a collection: not checked, reported in the "
+        "document's metadata, or skipped (status dropped).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestionSettings:

@@ -324,6 +324,8 @@ class IngestCounts(_message.Message):
     DROPPED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     CHUNKS_WRITTEN_FIELD_NUMBER: _builtins.int
+    ITEMS_TOTAL_FIELD_NUMBER: _builtins.int
+    ITEMS_DONE_FIELD_NUMBER: _builtins.int
     documents_seen: _builtins.int
     created: _builtins.int
     updated: _builtins.int
@@ -332,6 +334,11 @@ class IngestCounts(_message.Message):
     dropped: _builtins.int
     failed: _builtins.int
     chunks_written: _builtins.int
+    items_total: _builtins.int
+    """Work items of the job (files, URLs, records) known so far, and how many are finished; a
+    progress bar is items_done / items_total (items_total grows while a stream is open).
+    """
+    items_done: _builtins.int
     def __init__(
         self,
         *,
@@ -343,10 +350,12 @@ class IngestCounts(_message.Message):
         dropped: _builtins.int = ...,
         failed: _builtins.int = ...,
         chunks_written: _builtins.int = ...,
+        items_total: _builtins.int = ...,
+        items_done: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_written", b"chunks_written", "created", b"created", "deleted", b"deleted", "documents_seen", b"documents_seen", "dropped", b"dropped", "failed", b"failed", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks_written", b"chunks_written", "created", b"created", "deleted", b"deleted", "documents_seen", b"documents_seen", "dropped", b"dropped", "failed", b"failed", "items_done", b"items_done", "items_total", b"items_total", "unchanged", b"unchanged", "updated", b"updated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,193 @@
+"""Where documents come from: folders on the host (confined to configured roots) and URLs.
+
+A folder becomes one work item per file (include/exclude globs, recursive by default). A URL is
+fetched when its item is processed: http and https only, within a size and time limit, and never a
+loopback, private or link-local address unless the configuration allows it (checked on every
+redirect, too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import mimetypes
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from opentier.config import IngestionSettings
+from opentier.errors import DocumentLoadError, SourceRefusedError
+
+MAX_REDIRECTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One file found under a folder source."""
+
+    path: Path
+    #: Identity of the document in its collection: the path relative to the root it lies in.
+    source: str
+
+
+def resolve_path(raw: str, roots: Sequence[Path]) -> tuple[Path, Path]:
+    """The real path of ``raw`` and the configured root that contains it, or a refusal."""
+    if not roots:
+        raise SourceRefusedError(
+            "this host reads no folders: add the folder to ingestion.roots in the configuration, "
+            "or upload the files instead"
+        )
+    path = Path(raw).expanduser()
+    try:
+        real = path.resolve(strict=True)
+    except FileNotFoundError:
+        raise SourceRefusedError(f"{raw} does not exist on the host") from None
+    for root in roots:
+        root_real = root.expanduser().resolve()
+        if real == root_real or root_real in real.parents:
+            return real, root_real
+    allowed = ", ".join(str(r) for r in roots)
+    raise SourceRefusedError(f"{raw} is outside the folders this host may read ({allowed})")
+
+
+def walk(
+    raw: str,
+    roots: Sequence[Path],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    recursive: bool = True,
+) -> Iterator[FileEntry]:
+    """The files of a path source, sorted; symlinks leading out of the root are skipped."""
+    real, root = resolve_path(raw, roots)
+    if real.is_file():
+        yield FileEntry(real, _relative(real, root))
+        return
+    base = real
+    for directory, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = Path(directory) / name
+            relative = path.relative_to(base).as_posix()
+            if include and not any(fnmatch.fnmatch(relative, pattern) for pattern in include):
+                continue
+            if any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
+                continue
+            try:
+                target = path.resolve(strict=True)
+            except OSError:
+                continue
+            if not target.is_file() or (target != root and root not in target.parents):
+                continue
+            yield FileEntry(path, _relative(path, root))
+
+
+def folder_prefix(raw: str, roots: Sequence[Path]) -> str:
+    """The source prefix of every document under a folder source (for delete_missing)."""
+    real, root = resolve_path(raw, roots)
+    return "" if real == root else real.relative_to(root).as_posix().rstrip("/") + "/"
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path != root else path.name
+
+
+def guess_media_type(name: str) -> str | None:
+    media_type, _encoding = mimetypes.guess_type(name, strict=False)
+    return media_type
+
+
+# -- URLs ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    url: str
+    data: bytes
+    media_type: str | None
+
+
+def check_url(url: str) -> str:
+    """Refuse what is not an absolute http(s) URL, before any network access."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        raise SourceRefusedError(f"only http and https URLs can be ingested, not {parts.scheme or url!r}")
+    if not parts.hostname:
+        raise SourceRefusedError(f"{url!r} has no host")
+    return url
+
+
+async def check_address(host: str, port: int, allow_private: bool) -> None:
+    """Refuse a host that resolves to a loopback, private, link-local or reserved address."""
+    if allow_private:
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as err:
+        raise DocumentLoadError(f"cannot resolve {host}: {err.strerror}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_reserved
+            or address.is_multicast
+            or address.is_unspecified
+        ):
+            raise SourceRefusedError(
+                f"{host} resolves to {address}, a non-public address; set "
+                f"ingestion.allow_private_urls to ingest from it"
+            )
+
+
+async def fetch(url: str, settings: IngestionSettings) -> Fetched:
+    """GET ``url`` within the configured limits, following at most five checked redirects."""
+    try:
+        async with asyncio.timeout(settings.url_timeout_seconds):
+            return await _fetch(url, settings)
+    except TimeoutError:
+        raise DocumentLoadError(f"{url} did not answer within {settings.url_timeout_seconds:g} s") from None
+
+
+async def _fetch(url: str, settings: IngestionSettings) -> Fetched:
+    current = check_url(url)
+    async with httpx.AsyncClient(follow_redirects=False, timeout=settings.url_timeout_seconds) as client:
+        for _hop in range(MAX_REDIRECTS + 1):
+            parts = urlsplit(current)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            await check_address(parts.hostname or "", port, settings.allow_private_urls)
+            try:
+                async with client.stream("GET", current) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        current = check_url(urljoin(current, location))
+                        continue
+                    if response.status_code >= 400:
+                        raise DocumentLoadError(f"{current} answered HTTP {response.status_code}")
+                    declared = int(response.headers.get("content-length") or 0)
+                    if declared > settings.url_max_bytes:
+                        raise SourceRefusedError(_too_big(current, settings.url_max_bytes))
+                    body = bytearray()
+                    async for piece in response.aiter_bytes():
+                        body.extend(piece)
+                        if len(body) > settings.url_max_bytes:
+                            raise SourceRefusedError(_too_big(current, settings.url_max_bytes))
+                    media_type = response.headers.get("content-type")
+                    return Fetched(current, bytes(body), media_type.split(";")[0] if media_type else None)
+            except httpx.HTTPError as err:
+                raise DocumentLoadError(f"fetching {current} failed: {err}") from None
+    raise DocumentLoadError(f"{url} redirected more than {MAX_REDIRECTS} times")
+
+
+def _too_big(url: str, limit: int) -> str:
+    return f"{url} is larger than ingestion.url_max_bytes ({limit} bytes)"

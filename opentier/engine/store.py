@@ -1,0 +1,240 @@
+"""The document ledger in PostgreSQL: upsert a document with its chunks, record failures, delete.
+
+Every write here runs inside the caller's transaction (a worker's batch, one savepoint per
+document), so readers see a document's old chunks or its new ones, never a mixture.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from opentier.engine.chunker import Chunk
+
+DOCUMENTS = "intelligence.documents"
+CHUNKS = "intelligence.chunks"
+#: Largest Hamming distance between SimHashes that counts as a near-duplicate.
+NEAR_DUPLICATE_BITS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Existing:
+    """What the ledger holds for a source already."""
+
+    id: uuid.UUID
+    status: str
+    content_hash: str | None
+    source_hash: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    """A document ready to be written: its identity, hashes and metadata."""
+
+    tenant_id: str
+    collection_id: uuid.UUID
+    source: str
+    title: str | None
+    media_type: str
+    content_hash: str
+    source_hash: str | None
+    simhash: int
+    size_bytes: int | None
+    job_id: uuid.UUID
+    metadata: dict[str, Any]
+
+
+async def existing(conn: AsyncConnection, collection_id: uuid.UUID, source: str) -> Existing | None:
+    row = (
+        await conn.execute(
+            sa.text(
+                f"SELECT id, status, content_hash, source_hash FROM {DOCUMENTS} "
+                "WHERE collection_id = :collection AND source = :source"
+            ),
+            {"collection": collection_id, "source": source},
+        )
+    ).one_or_none()
+    return Existing(*row) if row is not None else None
+
+
+async def mark_unchanged(conn: AsyncConnection, document_id: uuid.UUID, source_hash: str | None) -> None:
+    """Remember the raw hash of a source found unchanged, so next time it is not even parsed."""
+    await conn.execute(
+        sa.text(f"UPDATE {DOCUMENTS} SET source_hash = coalesce(:source_hash, source_hash) WHERE id = :id"),
+        {"id": document_id, "source_hash": source_hash},
+    )
+
+
+async def write(
+    conn: AsyncConnection,
+    version: NewVersion,
+    chunks: Sequence[Chunk],
+    vectors: Sequence[Sequence[float]],
+    language: str,
+) -> tuple[uuid.UUID, bool]:
+    """Insert or replace the document and all its chunks; return (id, created)."""
+    row = (
+        await conn.execute(
+            sa.text(
+                f"""
+                INSERT INTO {DOCUMENTS} AS d (tenant_id, collection_id, source, title, media_type,
+                    content_hash, source_hash, simhash, size_bytes, job_id, status, metadata,
+                    chunk_count)
+                VALUES (:tenant_id, :collection_id, :source, :title, :media_type, :content_hash,
+                    :source_hash, :simhash, :size_bytes, :job_id, 'ready', CAST(:metadata AS jsonb),
+                    :chunk_count)
+                ON CONFLICT (collection_id, source) DO UPDATE SET
+                    title = excluded.title, media_type = excluded.media_type,
+                    content_hash = excluded.content_hash, source_hash = excluded.source_hash,
+                    simhash = excluded.simhash, size_bytes = excluded.size_bytes,
+                    job_id = excluded.job_id, status = 'ready', metadata = excluded.metadata,
+                    chunk_count = excluded.chunk_count, error_stage = NULL, error_message = NULL,
+                    version = d.version + 1, updated_at = now()
+                RETURNING id, (xmax = 0) AS created
+                """
+            ),
+            {
+                "tenant_id": version.tenant_id,
+                "collection_id": version.collection_id,
+                "source": version.source,
+                "title": version.title,
+                "media_type": version.media_type,
+                "content_hash": version.content_hash,
+                "source_hash": version.source_hash,
+                "simhash": version.simhash,
+                "size_bytes": version.size_bytes,
+                "job_id": version.job_id,
+                "metadata": json.dumps(version.metadata, default=str),
+                "chunk_count": len(chunks),
+            },
+        )
+    ).one()
+    document_id, created = row
+    if not created:
+        await conn.execute(sa.text(f"DELETE FROM {CHUNKS} WHERE document_id = :id"), {"id": document_id})
+    if chunks:
+        await conn.execute(
+            sa.text(
+                f"""
+                INSERT INTO {CHUNKS} (tenant_id, collection_id, document_id, ordinal, text,
+                    token_count, heading_path, page, char_start, char_end, metadata, tsv, embedding,
+                    embedding_dims)
+                VALUES (:tenant_id, :collection_id, :document_id, :ordinal, :text, :token_count,
+                    :heading_path, :page, :char_start, :char_end, CAST(:metadata AS jsonb),
+                    to_tsvector(CAST(:language AS regconfig), :tsv_text), CAST(:embedding AS vector),
+                    :dims)
+                """
+            ),
+            [
+                {
+                    "tenant_id": version.tenant_id,
+                    "collection_id": version.collection_id,
+                    "document_id": document_id,
+                    "ordinal": chunk.ordinal,
+                    "text": chunk.text,
+                    "token_count": chunk.token_count,
+                    "heading_path": list(chunk.heading_path),
+                    "page": chunk.page,
+                    "char_start": chunk.char_start,
+                    "char_end": chunk.char_end,
+                    "metadata": json.dumps(
+                        {**version.metadata, "page_end": chunk.page_end}
+                        if chunk.page_end != chunk.page
+                        else version.metadata,
+                        default=str,
+                    ),
+                    "language": language,
+                    "tsv_text": chunk.embed_text,
+                    "embedding": _vector_literal(vector),
+                    "dims": len(vector),
+                }
+                for chunk, vector in zip(chunks, vectors, strict=True)
+            ],
+        )
+    return document_id, bool(created)
+
+
+async def record_failure(
+    conn: AsyncConnection,
+    *,
+    tenant_id: str,
+    collection_id: uuid.UUID,
+    source: str,
+    job_id: uuid.UUID,
+    stage: str,
+    message: str,
+    status: str = "failed",
+) -> uuid.UUID:
+    """Give the source a document row saying what failed (or why it was dropped).
+
+    A previous good version keeps its chunks, so search goes on finding it until a re-ingest works.
+    """
+    row = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {DOCUMENTS} AS d (tenant_id, collection_id, source, status, error_stage,
+                error_message, job_id)
+            VALUES (:tenant_id, :collection_id, :source, :status, :stage, :message, :job_id)
+            ON CONFLICT (collection_id, source) DO UPDATE SET status = excluded.status,
+                error_stage = excluded.error_stage, error_message = excluded.error_message,
+                job_id = excluded.job_id, updated_at = now()
+            RETURNING id
+            """
+        ),
+        {
+            "tenant_id": tenant_id,
+            "collection_id": collection_id,
+            "source": source,
+            "status": status,
+            "stage": stage,
+            "message": message[:2000],
+            "job_id": job_id,
+        },
+    )
+    document_id: uuid.UUID = row.scalar_one()
+    return document_id
+
+
+async def delete_source(conn: AsyncConnection, collection_id: uuid.UUID, source: str) -> int:
+    """Delete the document of ``source`` (its chunks go with it); return how many chunks went."""
+    row = (
+        await conn.execute(
+            sa.text(
+                f"DELETE FROM {DOCUMENTS} WHERE collection_id = :collection AND source = :source "
+                "RETURNING chunk_count"
+            ),
+            {"collection": collection_id, "source": source},
+        )
+    ).one_or_none()
+    return -1 if row is None else int(row[0] or 0)
+
+
+async def near_duplicate(
+    conn: AsyncConnection, collection_id: uuid.UUID, source: str, simhash: int
+) -> str | None:
+    """The source of a ready document in the collection whose SimHash is within a few bits."""
+    row = (
+        await conn.execute(
+            sa.text(
+                f"""
+                SELECT source FROM {DOCUMENTS}
+                WHERE collection_id = :collection AND source <> :source AND status = 'ready'
+                  AND simhash IS NOT NULL
+                  AND bit_count(CAST(simhash # :simhash AS bit(64))) <= :bits
+                ORDER BY created_at LIMIT 1
+                """
+            ),
+            {"collection": collection_id, "source": source, "simhash": simhash, "bits": NEAR_DUPLICATE_BITS},
+        )
+    ).one_or_none()
+    return None if row is None else str(row[0])
+
+
+def _vector_literal(vector: Sequence[float]) -> str:
+    return "[" + ",".join(f"{value:.7g}" for value in vector) + "]"
