@@ -360,6 +360,7 @@ class BatchProcessor:
         source: str,
         stage: str,
         err: BaseException,
+        *,
         cleaner: str | None = None,
     ) -> None:
         code = err.code if isinstance(err, OpenTierError) else "document_failed"

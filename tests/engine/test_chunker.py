@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import pytest
 
@@ -47,14 +48,14 @@ def test_every_sentence_is_in_some_chunk_and_neighbours_overlap() -> None:
     joined = " ".join(c.text for c in chunks)
     for i in range(40):
         assert sentence(i) in joined
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in pairwise(chunks):
         assert after.char_start < before.char_end, "consecutive chunks of a section share a sentence"
 
 
 def test_no_overlap_when_disabled() -> None:
     doc = make(Block(" ".join(sentence(i) for i in range(40))))
     chunks = Chunker(words, max_tokens=60, overlap_tokens=0).chunk(doc)
-    for before, after in zip(chunks, chunks[1:], strict=False):
+    for before, after in pairwise(chunks):
         assert after.char_start > before.char_end
 
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.config import IngestionSettings
-from opentier.engine.collections import Collections, CollectionInfo
+from opentier.engine.collections import CollectionInfo, Collections
 from opentier.engine.jobs import Ingestion, ItemSpec, JobOptions
 from opentier.errors import NotFoundError, SourceRefusedError
 from opentier.plugin_manager import PluginSelection, load_plugins

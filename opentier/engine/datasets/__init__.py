@@ -1,0 +1,1 @@
+"""Readers for judged retrieval collections (evaluation and benchmarks)."""
