@@ -70,7 +70,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
             row[0]
             for row in await conn.execute(
                 sa.text(
-                    "SELECT text FROM intelligence.chunks WHERE collection_id = :c ORDER BY document_id, ordinal"
+                    "SELECT text FROM intelligence.chunks WHERE collection_id = :c "
+                    "ORDER BY document_id, ordinal"
                 ),
                 {"c": collection.id},
             )
@@ -88,9 +89,8 @@ async def run(args: argparse.Namespace, url: str) -> None:
     raw = min(raw_seconds)
     print(f"documents: {counts.created} created, {counts.dropped} dropped (empty), {counts.failed} failed")
     print(f"chunks: {len(texts)} (embedder {embedder.name} {embedder.version}, {embedder.dimensions} dims)")
-    print(
-        f"pipeline: {pipeline:7.2f} s  {len(texts) / pipeline:8.1f} chunks/s  {counts.created / pipeline:7.1f} docs/s"
-    )
+    chunk_rate, doc_rate = len(texts) / pipeline, counts.created / pipeline
+    print(f"pipeline: {pipeline:7.2f} s  {chunk_rate:8.1f} chunks/s  {doc_rate:7.1f} docs/s")
     print(f"raw embedder: {raw:7.2f} s  {len(texts) / raw:8.1f} chunks/s")
     print(f"ratio pipeline/raw: {raw / pipeline:.3f}  (goal >= 0.9)")
 
