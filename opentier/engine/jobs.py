@@ -431,6 +431,8 @@ class Ingestion:
 
     async def _work(self, number: int) -> None:
         while True:
+            # Cleared before looking, so a job created while we look wakes us again at once.
+            self._wakeup.clear()
             try:
                 worked = await self._one_batch()
             except asyncio.CancelledError:
@@ -440,7 +442,6 @@ class Ingestion:
                 worked = False
                 await asyncio.sleep(POLL_SECONDS)
             if not worked:
-                self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL_SECONDS):
                         await self._wakeup.wait()

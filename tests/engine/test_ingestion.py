@@ -209,3 +209,45 @@ def test_paths_outside_the_roots_are_refused(world: World, tmp_path_factory: pyt
         world.ingestion.path_items(str(elsewhere), JobOptions())
     with pytest.raises(SourceRefusedError, match="does not exist"):
         world.ingestion.path_items(str(world.root / "missing"), JobOptions())
+
+
+async def test_near_duplicates_are_reported_or_skipped(db_engine: AsyncEngine, tmp_path: Path) -> None:
+    text = " ".join(f"The wing section {j} was tested in the tunnel at speed {j}." for j in range(40))
+    (tmp_path / "a.txt").write_text(text)
+    (tmp_path / "b.txt").write_text(text.replace("speed 7.", "speed 7!"))
+    (tmp_path / "c.txt").write_text("Something else entirely about rotor blades and helicopters.")
+    for mode, expected_b in (("report", "ready"), ("skip", "skipped")):
+        system = load_plugins(selection=PluginSelection(allow=["text"]), extra=[("test", plugin())])
+        settings = IngestionSettings(roots=[tmp_path], near_duplicates=mode, cleaners=[])  # type: ignore[arg-type]
+        collections = Collections(db_engine, system.registry, "test-hash")
+        ingestion = Ingestion(db_engine, settings, system.registry, collections)
+        tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+        collection = await collections.create(tenant, "dups")
+        # a.txt first, so that b.txt is the later near-copy
+        first = ingestion.path_items(str(tmp_path / "a.txt"), JobOptions())
+        rest = [i for i in ingestion.path_items(str(tmp_path), JobOptions()) if i.source != "a.txt"]
+        await ingestion.start()
+        try:
+            for items in (first, rest):
+                job = await ingestion.create_job(tenant, collection.id, {}, JobOptions(), items)
+                await asyncio.wait_for(ingestion.wait(tenant, job.id), 30)
+        finally:
+            await ingestion.stop()
+        async with db_engine.connect() as conn:
+            rows = {
+                r.source: r
+                for r in await conn.execute(
+                    sa.text(
+                        "SELECT source, status, metadata, error_message FROM intelligence.documents "
+                        "WHERE collection_id = :c"
+                    ),
+                    {"c": collection.id},
+                )
+            }
+        assert rows["a.txt"].status == rows["c.txt"].status == "ready"
+        assert "near_duplicate_of" not in rows["c.txt"].metadata
+        assert rows["b.txt"].status == expected_b
+        if mode == "report":
+            assert rows["b.txt"].metadata["near_duplicate_of"] == "a.txt"
+        else:
+            assert "near-duplicate of a.txt" in rows["b.txt"].error_message
