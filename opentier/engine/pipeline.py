@@ -184,12 +184,15 @@ class BatchProcessor:
                 entry = await self._clean_and_chunk(item, outcome, document, source_hash, data)
                 if entry is not None:
                     ready.append(entry)
-        except DocumentError:
-            raise
-        except OpenTierError:
-            raise
         except Exception as err:
-            raise DocumentLoadError(f"{loader.name} loader failed: {type(err).__name__}: {err}") from err
+            if not isinstance(err, OpenTierError):
+                err = DocumentLoadError(f"{loader.name} loader failed: {type(err).__name__}: {err}")
+            seen = ready or outcome.unchanged or outcome.dropped or outcome.failed
+            if not seen:
+                raise err from None
+            # A source of many documents (a records file) keeps the good ones it yielded before.
+            await self._fail(item, outcome, item.source, "load", err)
+            return ready
         if not ready and not (outcome.unchanged or outcome.dropped or outcome.failed):
             raise DocumentLoadError("the loader found no text in this source", stage="load")
         return ready

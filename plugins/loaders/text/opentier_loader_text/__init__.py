@@ -11,6 +11,10 @@ from opentier import hookimpl
 from opentier.components import Document, Loader, Source
 
 _PREFERENCE = {name: rank for rank, name in enumerate(["cp1252", "latin_1", "cp1251", "koi8_r"])}
+#: Chaos scores this close to the best are a tie: on short texts they differ by a character or two.
+_CHAOS_TIE = 0.1
+#: Old Macintosh and HP code pages fit Western text as well as Windows ones, but are rarely what it is.
+_RARE = ("mac_", "hp_")
 
 
 def decode(data: bytes) -> tuple[str, str]:
@@ -24,10 +28,17 @@ def decode(data: bytes) -> tuple[str, str]:
     matches = list(from_bytes(data))
     if not matches:
         return data.decode("utf-8", errors="replace"), "utf-8 (with replacements)"
-    # Short texts often fit several code pages equally well; then prefer the most widespread one.
+    # Short texts often fit several code pages about equally well; then prefer a widespread one that
+    # reads as a language, whatever a few characters' worth of chaos say.
+    least_chaos = min(m.chaos for m in matches)
     best = min(
-        matches,
-        key=lambda m: (m.chaos, -m.coherence, _PREFERENCE.get(m.encoding, len(_PREFERENCE))),
+        (m for m in matches if m.chaos <= least_chaos + _CHAOS_TIE),
+        key=lambda m: (
+            m.encoding.startswith(_RARE),
+            -round(m.coherence, 2),
+            _PREFERENCE.get(m.encoding, len(_PREFERENCE)),
+            m.chaos,
+        ),
     )
     return str(best), best.encoding
 
