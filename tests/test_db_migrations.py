@@ -26,7 +26,14 @@ from opentier.errors import DatabaseError, MigrationError
 
 EXPECTED_TABLES = {
     "gateway": {"alembic_version", "tenants"},
-    "intelligence": {"alembic_version", "collections", "documents", "chunks", "ingestion_jobs", "ingestion_items"},
+    "intelligence": {
+        "alembic_version",
+        "collections",
+        "documents",
+        "chunks",
+        "ingestion_jobs",
+        "ingestion_items",
+    },
 }
 
 
