@@ -133,7 +133,7 @@ class IngestionSettings(Section):
         default_factory=list, description="Loader names to use; empty = every registered loader."
     )
     cleaners: list[str] = Field(
-        default_factory=lambda: ["unicode", "whitespace"],
+        default_factory=lambda: ["mojibake", "unicode", "whitespace", "headers-footers", "dehyphenate"],
         description="Ordered cleaner chain, by component name.",
     )
     embedder: str = Field(default="minilm", description="Embedder component name.")

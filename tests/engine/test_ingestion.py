@@ -44,7 +44,8 @@ class World:
 async def world(db_engine: AsyncEngine, tmp_path: Path) -> AsyncIterator[World]:
     embedder = HashEmbedder()
     system = load_plugins(
-        selection=PluginSelection(allow=["text", "basic-cleaners"]), extra=[("test", plugin(embedder))]
+        selection=PluginSelection(allow=["text", "basic-cleaners", "layout-cleaners"]),
+        extra=[("test", plugin(embedder))],
     )
     settings = IngestionSettings(roots=[tmp_path], workers=2, chunk_tokens=64, chunk_overlap_tokens=8)
     collections = Collections(db_engine, system.registry, "test-hash")

@@ -1,49 +1,62 @@
-"""Small cleaners every pipeline wants: Unicode normalisation and whitespace normalisation."""
+"""Small cleaners every pipeline wants: mojibake repair, Unicode, whitespace, a minimum length.
+
+Options (``[plugins.options.basic-cleaners]``): ``min_chars`` for ``min-length``.
+"""
 
 from __future__ import annotations
 
-import re
-import unicodedata
+import weakref
 from collections.abc import Callable
 
 from opentier import hookimpl
-from opentier.components import Cleaner, Document, Dropped
+from opentier.components import Cleaner
+from opentier.config import Settings
+from opentier.errors import ConfigError
+from opentier_cleaners_basic.length import MinLengthCleaner
+from opentier_cleaners_basic.mojibake import MojibakeCleaner, repair_mojibake
+from opentier_cleaners_basic.unicode import UnicodeCleaner, normalise_unicode
+from opentier_cleaners_basic.whitespace import WhitespaceCleaner, normalise_whitespace
 
-# C0/C1 control characters except tab, newline and carriage return; zero-width and BOM characters.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff]")
-_SPACES = re.compile(r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]+")
-_BLANK_LINES = re.compile(r"\n{3,}")
+__all__ = [
+    "MinLengthCleaner",
+    "MojibakeCleaner",
+    "UnicodeCleaner",
+    "WhitespaceCleaner",
+    "normalise_unicode",
+    "normalise_whitespace",
+    "repair_mojibake",
+]
 
+#: Entry-point name: the key of this plugin's options in ``settings.plugins.options``.
+PLUGIN_NAME = "basic-cleaners"
+KNOWN_OPTIONS = frozenset({"min_chars"})
 
-def normalise_whitespace(text: str) -> str:
-    """One space between words, no control characters, at most one blank line in a row."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROL.sub("", text)
-    text = "\n".join(_SPACES.sub(" ", line).strip() for line in text.split("\n"))
-    return _BLANK_LINES.sub("\n\n", text).strip()
-
-
-class UnicodeCleaner(Cleaner):
-    name = "unicode"
-    description = "Unicode NFC normalisation (composed accents compare and search equal)."
-
-    async def clean(self, document: Document) -> Document | Dropped:
-        document.map_text(lambda text: unicodedata.normalize("NFC", text))
-        return document
-
-
-class WhitespaceCleaner(Cleaner):
-    name = "whitespace"
-    description = "Removes control characters, collapses runs of spaces and blank lines."
-
-    async def clean(self, document: Document) -> Document | Dropped:
-        document.map_text(normalise_whitespace)
-        if not document.blocks:
-            return Dropped("the document has no text left after whitespace normalisation")
-        return document
+# pluggy registers this module, so the hooks are module functions. A host registers its components
+# and then starts: start-up configures the cleaners made here since the previous start-up (weakly
+# held, so those of a discarded plugin system do not linger).
+_awaiting_startup: weakref.WeakSet[MinLengthCleaner] = weakref.WeakSet()
 
 
 @hookimpl
 def register_cleaners(register: Callable[[Cleaner], None]) -> None:
+    min_length = MinLengthCleaner()
+    _awaiting_startup.add(min_length)
+    register(MojibakeCleaner())
     register(UnicodeCleaner())
     register(WhitespaceCleaner())
+    register(min_length)
+
+
+@hookimpl
+def opentier_startup(settings: Settings) -> None:
+    options = settings.plugins.options.get(PLUGIN_NAME, {})
+    unknown = sorted(set(options) - KNOWN_OPTIONS)
+    if unknown:
+        raise ConfigError(
+            f"plugins.options.{PLUGIN_NAME}: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(KNOWN_OPTIONS))}"
+        )
+    cleaners = list(_awaiting_startup)
+    _awaiting_startup.clear()
+    for cleaner in cleaners:
+        cleaner.configure(options)
