@@ -7,8 +7,9 @@ import json
 import re
 from typing import Any
 
+import numpy as np
+
 _TOKEN = re.compile(r"\w+", re.UNICODE)
-_MASK = (1 << 64) - 1
 
 
 def digest(*parts: bytes | str) -> str:
@@ -31,11 +32,12 @@ def simhash(text: str, shingle: int = 3) -> int:
     words = _TOKEN.findall(text.lower())
     if not words:
         return 0
-    counts = [0] * 64
-    grams = (" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1)))
-    for gram in grams:
-        value = int.from_bytes(hashlib.blake2b(gram.encode(), digest_size=8).digest(), "big")
-        for bit in range(64):
-            counts[bit] += 1 if value >> bit & 1 else -1
-    unsigned = sum(1 << bit for bit in range(64) if counts[bit] > 0) & _MASK
+    grams = [" ".join(words[i : i + shingle]) for i in range(max(1, len(words) - shingle + 1))]
+    hashes = np.frombuffer(
+        b"".join(hashlib.blake2b(gram.encode(), digest_size=8).digest() for gram in grams), dtype=">u8"
+    )
+    # One row of 64 bits per shingle (most significant first); a bit is set where most shingles set it.
+    bits = np.unpackbits(hashes.view(np.uint8).reshape(-1, 8), axis=1)
+    majority = bits.sum(axis=0, dtype=np.int64) * 2 > len(grams)
+    unsigned = int.from_bytes(np.packbits(majority).tobytes(), "big")
     return unsigned - (1 << 64) if unsigned >= 1 << 63 else unsigned

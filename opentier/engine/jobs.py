@@ -184,6 +184,9 @@ class Ingestion:
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._cancelled: set[uuid.UUID] = set()
+        # One embedding call at a time per host: the model uses every core already, and while one
+        # worker embeds, the others load, clean, chunk and store (that overlap is the pipeline's speed).
+        self._embedding = asyncio.Lock()
         self._last_cancel_check: dict[uuid.UUID, float] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -471,7 +474,13 @@ class Ingestion:
                     )
                     return bytes(value) if value is not None else None
 
-                processor = BatchProcessor(conn, context, emit, lambda: self._is_cancelled(job_id), payload)
+                async def embed(texts: Sequence[str]) -> list[list[float]]:
+                    async with self._embedding:
+                        return await context.embedder.embed(texts)
+
+                processor = BatchProcessor(
+                    conn, context, emit, lambda: self._is_cancelled(job_id), payload, embed=embed
+                )
                 outcomes = await processor.run(claimed)
                 await _record_outcomes(conn, outcomes)
                 await transaction.commit()

@@ -115,6 +115,7 @@ class _Pending:
 Emit = Callable[[Progress], None]
 CheckCancelled = Callable[[], Awaitable[bool]]
 FetchPayload = Callable[[uuid.UUID], Awaitable[bytes | None]]
+Embed = Callable[[Sequence[str]], Awaitable[list[list[float]]]]
 
 
 class BatchProcessor:
@@ -127,16 +128,28 @@ class BatchProcessor:
         emit: Emit,
         cancelled: CheckCancelled,
         payload: FetchPayload,
+        *,
+        embed: Embed | None = None,
     ) -> None:
         self.conn = conn
         self.context = context
         self.emit = emit
         self.cancelled = cancelled
         self.payload = payload
+        self.embed = embed or context.embedder.embed
+        self._known: dict[str, store.Existing | None] = {}
+
+    async def _existing(self, source: str) -> store.Existing | None:
+        if source in self._known:
+            return self._known[source]
+        return await store.existing(self.conn, self.context.collection.id, source)
 
     async def run(self, items: Sequence[WorkItem]) -> dict[uuid.UUID, Outcome]:
         outcomes: dict[uuid.UUID, Outcome] = {}
         pending: list[_Pending] = []
+        self._known = await store.existing_many(
+            self.conn, self.context.collection.id, [item.source for item in items]
+        )
         for item in items:
             if await self.cancelled():
                 raise JobCancelled()
@@ -165,7 +178,7 @@ class BatchProcessor:
         source, data = await self._source(item)
         outcome.size_bytes = len(data) if data is not None else None
         source_hash = digest(ctx.pipeline, data) if data is not None else None
-        known = await store.existing(self.conn, ctx.collection.id, item.source)
+        known = await self._existing(item.source)
         if (
             not ctx.force
             and known is not None
@@ -260,7 +273,7 @@ class BatchProcessor:
             return None
         fingerprint = simhash(text)
         hashed = content_hash(ctx.pipeline, document.title, text, document.metadata)
-        known = await store.existing(self.conn, ctx.collection.id, name)
+        known = await self._existing(name)
         single = name == item.source
         if not ctx.force and known is not None and known.status == "ready" and known.content_hash == hashed:
             await store.mark_unchanged(self.conn, known.id, source_hash if single else None)
@@ -312,7 +325,7 @@ class BatchProcessor:
         for start in range(0, len(texts), step):
             if await self.cancelled():
                 raise JobCancelled()
-            vectors.extend(await embedder.embed(texts[start : start + step]))
+            vectors.extend(await self.embed(texts[start : start + step]))
         log.debug("embedded %d chunks in %.2fs", len(texts), time.perf_counter() - started)
         if len(vectors) != len(texts):
             raise DocumentError(

@@ -63,6 +63,23 @@ async def existing(conn: AsyncConnection, collection_id: uuid.UUID, source: str)
     return Existing(*row) if row is not None else None
 
 
+async def existing_many(
+    conn: AsyncConnection, collection_id: uuid.UUID, sources: Sequence[str]
+) -> dict[str, Existing | None]:
+    """:func:`existing` for many sources in one query (``None`` for a source not stored)."""
+    found: dict[str, Existing | None] = dict.fromkeys(sources)
+    rows = await conn.execute(
+        sa.text(
+            f"SELECT source, id, status, content_hash, source_hash FROM {DOCUMENTS} "
+            "WHERE collection_id = :collection AND source = ANY(:sources)"
+        ),
+        {"collection": collection_id, "sources": list(sources)},
+    )
+    for source, *rest in rows:
+        found[source] = Existing(*rest)
+    return found
+
+
 async def mark_unchanged(conn: AsyncConnection, document_id: uuid.UUID, source_hash: str | None) -> None:
     """Remember the raw hash of a source found unchanged, so next time it is not even parsed."""
     await conn.execute(
