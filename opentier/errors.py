@@ -136,3 +136,10 @@ class SourceRefusedError(InvalidRequestError):
 
     code = "source_refused"
     grpc_status = "PERMISSION_DENIED"
+
+
+class SourceTooLargeError(SourceRefusedError):
+    """A source is larger than the configured limit (an upload, a streamed file)."""
+
+    code = "source_too_large"
+    grpc_status = "INVALID_ARGUMENT"

@@ -365,14 +365,24 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def database_env(settings: Settings) -> dict[str, str]:
+    """The environment that points a subprocess at the test database (`host serve` needs one)."""
+    env = {"OPENTIER_DATABASE__URL": str(settings.database.url)}
+    if settings.database.password is not None:
+        env["OPENTIER_DATABASE__PASSWORD"] = settings.database.password.get_secret_value()
+    return env
+
+
 @pytest.fixture
-def served(cli_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def served(
+    cli_env: dict[str, str], tmp_path: Path, db_settings: Settings
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     process = subprocess.Popen(
         [str(OPENTIER), "host", "serve", "--port", "0"],
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
-        env=cli_env,
+        env=cli_env | database_env(db_settings),
         cwd=tmp_path,
     )
     try:
@@ -403,6 +413,21 @@ def test_cli_serve_health_and_graceful_stop(
     assert "opentier host stopped" in process.stderr.read()
     done = subprocess.run(health, capture_output=True, text=True, env=cli_env, check=False, timeout=30)
     assert (done.returncode, done.stdout.strip()) == (1, UNREACHABLE)
+
+
+def test_cli_serve_says_how_to_start_the_database(cli_env: dict[str, str], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [str(OPENTIER), "host", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        env=cli_env,  # the embedded PostgreSQL of tmp_path, never started
+        cwd=tmp_path,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "error [database_error]: the embedded PostgreSQL of" in done.stderr
+    assert "is not running: run `opentier db start`" in done.stderr and "`opentier up`" in done.stderr
 
 
 def test_cli_help_describes_the_commands() -> None:

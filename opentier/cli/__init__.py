@@ -29,6 +29,8 @@ class CliState:
                 level=self._settings.log_level,
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
+            # Alembic narrates every step at INFO; OpenTier logs the outcome itself.
+            logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
         return self._settings
 
 
@@ -66,10 +68,24 @@ pass_state = click.make_pass_decorator(CliState)
 
 
 def _register_commands() -> None:
-    from opentier.cli import config_cmd, db_cmd, host_cmd, plugins_cmd, up_cmd
+    from opentier.cli import (
+        collections_cmd,
+        config_cmd,
+        db_cmd,
+        documents_cmd,
+        host_cmd,
+        ingest_cmd,
+        jobs_cmd,
+        plugins_cmd,
+        up_cmd,
+    )
 
     for command in (
         up_cmd.command,
+        ingest_cmd.command,
+        collections_cmd.command,
+        documents_cmd.command,
+        jobs_cmd.command,
         plugins_cmd.plugins,
         config_cmd.config,
         db_cmd.command,

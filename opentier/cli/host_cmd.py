@@ -14,6 +14,7 @@ import grpc.aio
 from opentier.cli import CliState, pass_state
 from opentier.config import Settings
 from opentier.host.health import check_health
+from opentier.host.runtime import HostRuntime, require_embedded_running
 from opentier.host.server import HostServer, client_target
 from opentier.host.token import resolve_host_token, token_path
 from opentier.plugin_manager import PluginSystem, load_plugins
@@ -41,13 +42,21 @@ def command() -> None:
 def serve(state: CliState, address: str | None, port: int | None) -> None:
     """Load the plugins and serve gRPC until SIGINT (Ctrl-C) or SIGTERM.
 
+    Needs the database running and migrated: the embedded one (`opentier db
+    start`, `opentier db migrate`) or the server database.url names.
+    `opentier up` does all of it in one command. The host also runs the
+    ingestion workers (ingestion.workers).
+
     On a signal the host reports NOT_SERVING, lets in-flight calls finish
-    for host.grace_seconds, runs the plugins' shutdown hooks and exits 0.
+    for host.grace_seconds, stops the ingestion workers (a batch in progress
+    is rolled back and resumed at the next start), runs the plugins' shutdown
+    hooks and exits 0.
     """
     settings = state.settings
     overrides = {key: value for key, value in (("address", address), ("port", port)) if value is not None}
     if overrides:
         settings = settings.model_copy(update={"host": settings.host.model_copy(update=overrides)})
+    require_embedded_running(settings)
     plugins = load_plugins(settings)
     for failure in plugins.failures:
         click.echo(f"warning: plugin {failure.name} did not load: {failure.error}", err=True)
@@ -56,7 +65,7 @@ def serve(state: CliState, address: str | None, port: int | None) -> None:
 
 
 async def _serve(settings: Settings, plugins: PluginSystem, token: str) -> None:
-    server = HostServer(settings, plugins, token)
+    server = HostServer(settings, plugins, token, runtime=HostRuntime(settings, plugins.registry))
     await server.start()
     source = "OPENTIER_HOST__TOKEN" if settings.host.token else str(token_path(settings))
     click.echo(

@@ -13,6 +13,7 @@ from opentier.config import Settings
 from opentier.db.embedded import EmbeddedPostgres
 from opentier.db.migrate import migrate
 from opentier.db.url import database_url, display_url
+from opentier.host.runtime import HostRuntime
 from opentier.host.server import HostServer
 from opentier.host.token import resolve_host_token, token_path
 from opentier.plugin_manager import load_plugins
@@ -27,11 +28,13 @@ def command(state: CliState) -> None:
     1. PostgreSQL: the embedded server (data in database.embedded_dir, by
        default <data_dir>/postgres), or the server database.url names;
     2. the migrations of schema `gateway` and schema `intelligence`;
-    3. the plugins, then the gRPC intelligence host on host.address:host.port.
+    3. the plugins, then the gRPC intelligence host on host.address:host.port,
+       with its ingestion workers.
 
-    Ctrl-C or SIGTERM stops the host (in-flight calls get host.grace_seconds),
-    then the embedded PostgreSQL, so that nothing is left running. Running it
-    again on the same data folder reuses the data.
+    Ctrl-C or SIGTERM stops the host (in-flight calls get host.grace_seconds,
+    an ingestion batch in progress is rolled back and resumed at the next
+    start), then the embedded PostgreSQL, so that nothing is left running.
+    Running it again on the same data folder reuses the data.
     """
     run(_up(state.settings))
 
@@ -58,7 +61,7 @@ async def _run_host(settings: Settings, embedded: EmbeddedPostgres | None) -> No
     for failure in plugins.failures:
         say(f"warning: plugin {failure.name} did not load: {failure.error}")
     token = resolve_host_token(settings)
-    server = HostServer(settings, plugins, token)
+    server = HostServer(settings, plugins, token, runtime=HostRuntime(settings, plugins.registry))
     await server.start()
     source = "OPENTIER_HOST__TOKEN" if settings.host.token else str(token_path(settings))
     say(f"host: {server.target} (gRPC; token from {source})")

@@ -366,8 +366,8 @@ class Ingestion:
             params["statuses"] = list(statuses)
         if page_token:
             created, last_id = decode_token(page_token, 2)
-            conditions.append("(j.created_at, j.id) < (CAST(:created AS timestamptz), CAST(:last AS uuid))")
-            params.update(created=created, last=last_id)
+            conditions.append("(j.created_at, j.id) < (:created, :last)")
+            params.update(created=datetime.fromisoformat(created), last=parse_id(last_id, "job"))
         query = (
             _job_query()
             .where(sa.text(" AND ".join(conditions)))

@@ -254,8 +254,8 @@ class BatchProcessor:
     ) -> _Pending | None:
         ctx = self.context
         name = document.source or item.source
-        if item.kind == "text" and item.details.get("title") and not document.title:
-            document.title = item.details["title"]
+        if item.kind == "text" and item.details.get("title"):
+            document.title = item.details["title"]  # the client's title wins over the loader's guess
         self.emit(Progress(ctx.job_id, name, "cleaning", "in_progress"))
         for cleaner in ctx.cleaners:
             try:

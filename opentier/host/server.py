@@ -1,10 +1,14 @@
 """The intelligence host: a grpc.aio server with token auth, error mapping and health.
 
 Only implemented services are registered; calling any other method of the contract (Chat,
-Ingest, Search, ...) gets gRPC's own UNIMPLEMENTED, and the health service answers NOT_FOUND
+Search, ...) gets gRPC's own UNIMPLEMENTED, and the health service answers NOT_FOUND
 (SERVICE_UNKNOWN) for it, so a gateway can tell a missing service from a broken one. Each
 registered service, and ``""`` for the whole server, is SERVING once :meth:`HostServer.start`
 returns and NOT_SERVING from the moment :meth:`HostServer.stop` begins.
+
+The data services (collections, documents, ingestion) need the database: they are registered
+when the server is given a :class:`~opentier.host.runtime.HostRuntime`, which the server then
+starts before serving and stops after the last call ended.
 """
 
 from __future__ import annotations
@@ -20,9 +24,22 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from opentier.config import Settings
 from opentier.errors import ConfigError, OpenTierError, PluginError
-from opentier.generated.intelligence.v1 import plugins_pb2, plugins_pb2_grpc
+from opentier.generated.intelligence.v1 import (
+    collections_pb2,
+    collections_pb2_grpc,
+    documents_pb2,
+    documents_pb2_grpc,
+    ingest_pb2,
+    ingest_pb2_grpc,
+    plugins_pb2,
+    plugins_pb2_grpc,
+)
 from opentier.host.auth import TokenAuthInterceptor
 from opentier.host.errors import ErrorMappingInterceptor
+from opentier.host.runtime import HostRuntime
+from opentier.host.servicers.collections import CollectionServicer
+from opentier.host.servicers.documents import DocumentServicer
+from opentier.host.servicers.ingest import IngestServicer
 from opentier.host.servicers.plugins import PluginServicer
 from opentier.plugin_manager import PluginSystem
 
@@ -59,11 +76,14 @@ def client_target(address: str, port: int) -> str:
 class HostServer:
     """One gRPC host: start it, wait on it, stop it (also usable as ``async with``)."""
 
-    def __init__(self, settings: Settings, plugins: PluginSystem, token: str) -> None:
+    def __init__(
+        self, settings: Settings, plugins: PluginSystem, token: str, runtime: HostRuntime | None = None
+    ) -> None:
         if not token:
             raise ConfigError("the host token is empty; set OPENTIER_HOST__TOKEN or remove it")
         self.settings = settings
         self.plugins = plugins
+        self.runtime = runtime
         self._token = token
         #: The port actually bound (differs from ``settings.host.port`` when that is 0).
         self.port: int = settings.host.port
@@ -80,12 +100,35 @@ class HostServer:
     def _servicers(self) -> list[tuple[str, Callable[[grpc.aio.Server], None]]]:
         """(full service name, registration) of every implemented service."""
         plugin_servicer = PluginServicer(self.plugins)
-        return [
+        found: list[tuple[str, Callable[[grpc.aio.Server], None]]] = [
             (
                 service_name(plugins_pb2.DESCRIPTOR, "PluginService"),
                 lambda server: plugins_pb2_grpc.add_PluginServiceServicer_to_server(plugin_servicer, server),
             ),
         ]
+        runtime = self.runtime
+        if runtime is None:
+            return found
+        collections = CollectionServicer(runtime.collections)
+        documents = DocumentServicer(runtime.documents)
+        ingest = IngestServicer(runtime.ingestion)
+        found += [
+            (
+                service_name(collections_pb2.DESCRIPTOR, "CollectionService"),
+                lambda server: collections_pb2_grpc.add_CollectionServiceServicer_to_server(
+                    collections, server
+                ),
+            ),
+            (
+                service_name(documents_pb2.DESCRIPTOR, "DocumentService"),
+                lambda server: documents_pb2_grpc.add_DocumentServiceServicer_to_server(documents, server),
+            ),
+            (
+                service_name(ingest_pb2.DESCRIPTOR, "IngestService"),
+                lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server),
+            ),
+        ]
+        return found
 
     async def start(self) -> None:
         """Bind, run the plugins' startup hooks, start serving, then report SERVING."""
@@ -125,6 +168,14 @@ class HostServer:
             if isinstance(err, OpenTierError):
                 raise
             raise PluginError(f"a plugin failed in opentier_startup: {type(err).__name__}: {err}") from err
+        if self.runtime is not None:
+            try:
+                await self.runtime.start()
+            except BaseException:
+                await server.stop(None)
+                await self.runtime.stop()
+                self._shutdown_plugins()
+                raise
         await server.start()
         self._server, self._health, self.port = server, health_servicer, port
         self.services = [name for name, _register in services]
@@ -133,7 +184,8 @@ class HostServer:
         log.info("host serving on %s: %s", self.target, ", ".join(self.services))
 
     async def stop(self, grace: float | None = None) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within ``grace`` s, run shutdown hooks."""
+        """Report NOT_SERVING, let in-flight calls finish within ``grace`` s, stop the runtime, run
+        the shutdown hooks."""
         if self._server is None or self._health is None or self._stopping:
             return
         self._stopping = True
@@ -144,10 +196,17 @@ class HostServer:
             await self._server.stop(grace)
         finally:
             try:
-                self.plugins.pm.hook.opentier_shutdown()
-            except Exception:
-                log.exception("a plugin failed in opentier_shutdown")
+                if self.runtime is not None:
+                    await self.runtime.stop()
+            finally:
+                self._shutdown_plugins()
         log.info("host stopped")
+
+    def _shutdown_plugins(self) -> None:
+        try:
+            self.plugins.pm.hook.opentier_shutdown()
+        except Exception:
+            log.exception("a plugin failed in opentier_shutdown")
 
     async def wait(self) -> None:
         """Return when the server has terminated (after :meth:`stop`)."""

@@ -74,7 +74,10 @@ class IngestServiceServicer:
 
     def IngestStream(self, request_iterator, context):
         """Ingests records pushed by the client: the first message is `start`, each following message a
-        `record`; closing the stream finishes the job, whose final state is returned.
+        `record`; closing the stream finishes the job, whose final state is returned. As soon as the
+        job exists the host sends its id as initial metadata `opentier-job-id`, so that the client can
+        follow it with GetJob while it streams. A stream that breaks before the client closed it
+        cancels its job (records already stored stay stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

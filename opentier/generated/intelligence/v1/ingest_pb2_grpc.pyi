@@ -41,7 +41,10 @@ class IngestServiceStub:
     """
     IngestStream: _grpc.StreamUnaryMultiCallable[_ingest_pb2.IngestStreamRequest, _ingest_pb2.IngestJob]
     """Ingests records pushed by the client: the first message is `start`, each following message a
-    `record`; closing the stream finishes the job, whose final state is returned.
+    `record`; closing the stream finishes the job, whose final state is returned. As soon as the
+    job exists the host sends its id as initial metadata `opentier-job-id`, so that the client can
+    follow it with GetJob while it streams. A stream that breaks before the client closed it
+    cancels its job (records already stored stay stored).
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetJobRequest, _ingest_pb2.IngestJob]
     ListJobs: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListJobsRequest, _ingest_pb2.ListJobsResponse]
@@ -57,7 +60,10 @@ class IngestServiceAsyncStub(IngestServiceStub):
     """
     IngestStream: _aio.StreamUnaryMultiCallable[_ingest_pb2.IngestStreamRequest, _ingest_pb2.IngestJob]  # type: ignore[assignment]
     """Ingests records pushed by the client: the first message is `start`, each following message a
-    `record`; closing the stream finishes the job, whose final state is returned.
+    `record`; closing the stream finishes the job, whose final state is returned. As soon as the
+    job exists the host sends its id as initial metadata `opentier-job-id`, so that the client can
+    follow it with GetJob while it streams. A stream that breaks before the client closed it
+    cancels its job (records already stored stay stored).
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetJobRequest, _ingest_pb2.IngestJob]  # type: ignore[assignment]
     ListJobs: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListJobsRequest, _ingest_pb2.ListJobsResponse]  # type: ignore[assignment]
@@ -82,7 +88,10 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_ingest_pb2.IngestJob, _abc.Awaitable[_ingest_pb2.IngestJob]]:
         """Ingests records pushed by the client: the first message is `start`, each following message a
-        `record`; closing the stream finishes the job, whose final state is returned.
+        `record`; closing the stream finishes the job, whose final state is returned. As soon as the
+        job exists the host sends its id as initial metadata `opentier-job-id`, so that the client can
+        follow it with GetJob while it streams. A stream that breaks before the client closed it
+        cancels its job (records already stored stay stored).
         """
 
     @_abc_1.abstractmethod

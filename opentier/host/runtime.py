@@ -1,0 +1,95 @@
+"""What the host's data services run on: the database engine and the ingestion engine.
+
+One :class:`HostRuntime` per host process. :class:`~opentier.host.server.HostServer` starts it
+before it serves and stops it after the last call ended: the ingestion workers stop (a batch in
+progress rolls back and stays pending for the next start, here or on another host), then the
+database pool closes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from opentier.config import Settings
+from opentier.db.engine import create_engine
+from opentier.db.migrate import current_revisions, head_revisions
+from opentier.db.url import database_url, display_url
+from opentier.engine.collections import Collections
+from opentier.engine.documents import Documents
+from opentier.engine.jobs import Ingestion
+from opentier.errors import DatabaseError, MigrationError
+from opentier.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: The schema side whose tables the host reads and writes.
+SIDE = "intelligence"
+
+
+class HostRuntime:
+    """The AsyncEngine, Collections, Ingestion and Documents of one host."""
+
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.db: AsyncEngine = create_engine(settings)
+        self.collections = Collections(self.db, registry, settings.ingestion.embedder)
+        self.ingestion = Ingestion(self.db, settings.ingestion, registry, self.collections)
+        self.documents = Documents(self.db)
+        self._started = False
+
+    async def start(self) -> None:
+        """Check that the database answers and is migrated, then start the ingestion workers."""
+        await self.check_database()
+        await self.ingestion.start()
+        self._started = True
+        log.info("ingestion: %d workers on %s", self.settings.ingestion.workers, self._where())
+
+    async def stop(self) -> None:
+        """Stop the workers and close the database pool; safe to call more than once."""
+        if self._started:
+            self._started = False
+            await self.ingestion.stop()
+        await self.db.dispose()
+
+    async def check_database(self) -> None:
+        """Refuse to serve on a database that is unreachable or whose schema is not up to date."""
+        require_embedded_running(self.settings)
+        try:
+            async with self.db.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (SQLAlchemyError, OSError, TimeoutError) as err:
+            hint = (
+                "start it with `opentier db start` (or run everything with `opentier up`)"
+                if self.settings.database.url is None
+                else "check database.url, OPENTIER_DATABASE__PASSWORD and that the server runs"
+            )
+            raise DatabaseError(f"cannot connect to PostgreSQL at {self._where()}: {err}; {hint}") from err
+        applied = (await current_revisions(self.settings, [SIDE]))[SIDE]
+        head = head_revisions([SIDE])[SIDE]
+        if applied != head:
+            raise MigrationError(
+                f"schema {SIDE!r} of {self._where()} is at {applied or 'no revision'}, this host needs "
+                f"{head}: run `opentier db migrate` (or `opentier up`, which migrates)"
+            )
+
+    def _where(self) -> str:
+        return display_url(database_url(self.settings))
+
+
+def require_embedded_running(settings: Settings) -> None:
+    """Refuse at once, with what to run, when the embedded PostgreSQL the settings use is stopped."""
+    if settings.database.url is not None:
+        return
+    from opentier.db.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres.from_settings(settings)
+    if not server.status().running:
+        raise DatabaseError(
+            f"the embedded PostgreSQL of {server.data_dir} is not running: run `opentier db start` "
+            "(and `opentier db migrate` once) before `opentier host serve`, or run everything with "
+            "`opentier up`"
+        )
