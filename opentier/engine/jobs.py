@@ -47,6 +47,8 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 POLL_SECONDS = 1.0
 CANCEL_CHECK_SECONDS = 0.5
 INSERT_BATCH = 500
+#: Payloads up to this size are read together when a batch is claimed.
+PREFETCH_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +470,21 @@ class Ingestion:
                     else:
                         buffered.append(event)
 
+                # Small payloads (records, small uploads) in one query; big ones when their turn comes.
+                prefetched = {
+                    item_id: bytes(value)
+                    for item_id, value in await conn.execute(
+                        sa.text(
+                            f"SELECT id, payload FROM {ITEMS} WHERE id = ANY(:ids) "
+                            "AND payload IS NOT NULL AND octet_length(payload) <= :small"
+                        ),
+                        {"ids": [item.id for item in claimed], "small": PREFETCH_BYTES},
+                    )
+                }
+
                 async def payload(item_id: uuid.UUID) -> bytes | None:
+                    if item_id in prefetched:
+                        return prefetched.pop(item_id)
                     value = await conn.scalar(
                         sa.text(f"SELECT payload FROM {ITEMS} WHERE id = :id"), {"id": item_id}
                     )

@@ -161,8 +161,9 @@ class BatchProcessor:
             except OpenTierError as err:
                 await self._fail(item, outcome, item.source, "load", err)
         vectors = await self._embed(pending)
-        for entry, entry_vectors in zip(pending, vectors, strict=True):
-            await self._store(entry, entry_vectors)
+        if not await self._store_all(pending, vectors):
+            for entry, entry_vectors in zip(pending, vectors, strict=True):
+                await self._store(entry, entry_vectors)
         return outcomes
 
     # -- load, clean, chunk ---------------------------------------------------------------------
@@ -339,6 +340,44 @@ class BatchProcessor:
             offset += len(entry.chunks)
         return grouped
 
+    async def _store_all(self, pending: list[_Pending], vectors: list[list[list[float]]]) -> bool:
+        """Write the whole batch at once; False (nothing written) sends it down the one-by-one path."""
+        sources = [entry.version.source for entry in pending]
+        if len(pending) < 2 or len(set(sources)) != len(sources):
+            return False
+        ctx = self.context
+        try:
+            async with self.conn.begin_nested():
+                written = await store.write_many(
+                    self.conn,
+                    [(e.version, e.chunks, v) for e, v in zip(pending, vectors, strict=True)],
+                    ctx.collection.language,
+                )
+        except Exception as err:
+            log.info("writing %d documents at once failed (%s); writing them one by one", len(pending), err)
+            return False
+        for entry, (document_id, created) in zip(pending, written, strict=True):
+            self._stored(entry, document_id, created)
+        return True
+
+    def _stored(self, entry: _Pending, document_id: uuid.UUID, created: bool) -> None:
+        outcome = entry.outcome
+        outcome.created += created
+        outcome.updated += not created
+        outcome.chunks += len(entry.chunks)
+        outcome.document_id = document_id
+        self.emit(
+            Progress(
+                self.context.job_id,
+                entry.version.source,
+                "done",
+                "created" if created else "updated",
+                document_id,
+                chunk_count=len(entry.chunks),
+                size_bytes=entry.version.size_bytes,
+            )
+        )
+
     async def _store(self, entry: _Pending, vectors: list[list[float]]) -> None:
         ctx = self.context
         self.emit(Progress(ctx.job_id, entry.version.source, "storing", "in_progress"))
@@ -350,22 +389,7 @@ class BatchProcessor:
         except Exception as err:
             await self._fail(entry.item, entry.outcome, entry.version.source, "store", err)
             return
-        outcome = entry.outcome
-        outcome.created += created
-        outcome.updated += not created
-        outcome.chunks += len(entry.chunks)
-        outcome.document_id = document_id
-        self.emit(
-            Progress(
-                ctx.job_id,
-                entry.version.source,
-                "done",
-                "created" if created else "updated",
-                document_id,
-                chunk_count=len(entry.chunks),
-                size_bytes=entry.version.size_bytes,
-            )
-        )
+        self._stored(entry, document_id, created)
 
     # -- failures -------------------------------------------------------------------------------
 

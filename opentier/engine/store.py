@@ -136,45 +136,118 @@ async def write(
     if not created:
         await conn.execute(sa.text(f"DELETE FROM {CHUNKS} WHERE document_id = :id"), {"id": document_id})
     if chunks:
-        await conn.execute(
-            sa.text(
-                f"""
-                INSERT INTO {CHUNKS} (tenant_id, collection_id, document_id, ordinal, text,
-                    token_count, heading_path, page, char_start, char_end, metadata, tsv, embedding,
-                    embedding_dims)
-                VALUES (:tenant_id, :collection_id, :document_id, :ordinal, :text, :token_count,
-                    :heading_path, :page, :char_start, :char_end, CAST(:metadata AS jsonb),
-                    to_tsvector(CAST(:language AS regconfig), :tsv_text), CAST(:embedding AS vector),
-                    :dims)
-                """
-            ),
-            [
-                {
-                    "tenant_id": version.tenant_id,
-                    "collection_id": version.collection_id,
-                    "document_id": document_id,
-                    "ordinal": chunk.ordinal,
-                    "text": chunk.text,
-                    "token_count": chunk.token_count,
-                    "heading_path": list(chunk.heading_path),
-                    "page": chunk.page,
-                    "char_start": chunk.char_start,
-                    "char_end": chunk.char_end,
-                    "metadata": json.dumps(
-                        {**version.metadata, "page_end": chunk.page_end}
-                        if chunk.page_end != chunk.page
-                        else version.metadata,
-                        default=str,
-                    ),
-                    "language": language,
-                    "tsv_text": chunk.embed_text,
-                    "embedding": _vector_literal(vector),
-                    "dims": len(vector),
-                }
-                for chunk, vector in zip(chunks, vectors, strict=True)
-            ],
-        )
+        await conn.execute(_INSERT_CHUNKS, _chunk_rows(version, document_id, chunks, vectors, language))
     return document_id, bool(created)
+
+
+async def write_many(
+    conn: AsyncConnection,
+    entries: Sequence[tuple[NewVersion, Sequence[Chunk], Sequence[Sequence[float]]]],
+    language: str,
+) -> list[tuple[uuid.UUID, bool]]:
+    """:func:`write` for many documents of one collection and job in three statements.
+
+    All or nothing: the caller runs it in a savepoint and falls back to :func:`write` per document
+    when it fails, so that one bad document cannot fail the others. Sources must be distinct.
+    """
+    if not entries:
+        return []
+    first = entries[0][0]
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            INSERT INTO {DOCUMENTS} AS d (tenant_id, collection_id, source, title, media_type,
+                content_hash, source_hash, simhash, size_bytes, job_id, status, metadata, chunk_count)
+            SELECT :tenant_id, :collection_id, u.source, u.title, u.media_type, u.content_hash,
+                u.source_hash, u.simhash, u.size_bytes, :job_id, 'ready', CAST(u.metadata AS jsonb),
+                u.chunk_count
+            FROM unnest(CAST(:sources AS text[]), CAST(:titles AS text[]), CAST(:media AS text[]),
+                CAST(:content AS text[]), CAST(:source_hashes AS text[]), CAST(:simhashes AS bigint[]),
+                CAST(:sizes AS bigint[]), CAST(:metadata AS text[]), CAST(:counts AS integer[]))
+                AS u(source, title, media_type, content_hash, source_hash, simhash, size_bytes, metadata,
+                     chunk_count)
+            ON CONFLICT (collection_id, source) DO UPDATE SET
+                title = excluded.title, media_type = excluded.media_type,
+                content_hash = excluded.content_hash, source_hash = excluded.source_hash,
+                simhash = excluded.simhash, size_bytes = excluded.size_bytes,
+                job_id = excluded.job_id, status = 'ready', metadata = excluded.metadata,
+                chunk_count = excluded.chunk_count, error_stage = NULL, error_message = NULL,
+                version = d.version + 1, updated_at = now()
+            RETURNING source, id, (xmax = 0) AS created
+            """
+        ),
+        {
+            "tenant_id": first.tenant_id,
+            "collection_id": first.collection_id,
+            "job_id": first.job_id,
+            "sources": [v.source for v, _c, _e in entries],
+            "titles": [v.title for v, _c, _e in entries],
+            "media": [v.media_type for v, _c, _e in entries],
+            "content": [v.content_hash for v, _c, _e in entries],
+            "source_hashes": [v.source_hash for v, _c, _e in entries],
+            "simhashes": [v.simhash for v, _c, _e in entries],
+            "sizes": [v.size_bytes for v, _c, _e in entries],
+            "metadata": [json.dumps(v.metadata, default=str) for v, _c, _e in entries],
+            "counts": [len(c) for _v, c, _e in entries],
+        },
+    )
+    written = {source: (document_id, bool(created)) for source, document_id, created in rows}
+    replaced = [document_id for document_id, created in written.values() if not created]
+    if replaced:
+        await conn.execute(sa.text(f"DELETE FROM {CHUNKS} WHERE document_id = ANY(:ids)"), {"ids": replaced})
+    chunk_rows = [
+        row
+        for version, chunks, vectors in entries
+        for row in _chunk_rows(version, written[version.source][0], chunks, vectors, language)
+    ]
+    if chunk_rows:
+        await conn.execute(_INSERT_CHUNKS, chunk_rows)
+    return [written[version.source] for version, _c, _e in entries]
+
+
+_INSERT_CHUNKS = sa.text(
+    f"""
+    INSERT INTO {CHUNKS} (tenant_id, collection_id, document_id, ordinal, text, token_count,
+        heading_path, page, char_start, char_end, metadata, tsv, embedding, embedding_dims)
+    VALUES (:tenant_id, :collection_id, :document_id, :ordinal, :text, :token_count, :heading_path,
+        :page, :char_start, :char_end, CAST(:metadata AS jsonb),
+        to_tsvector(CAST(:language AS regconfig), :tsv_text), CAST(:embedding AS vector), :dims)
+    """
+)
+
+
+def _chunk_rows(
+    version: NewVersion,
+    document_id: uuid.UUID,
+    chunks: Sequence[Chunk],
+    vectors: Sequence[Sequence[float]],
+    language: str,
+) -> list[dict[str, Any]]:
+    metadata = json.dumps(version.metadata, default=str)
+    return [
+        {
+            "tenant_id": version.tenant_id,
+            "collection_id": version.collection_id,
+            "document_id": document_id,
+            "ordinal": chunk.ordinal,
+            "text": chunk.text,
+            "token_count": chunk.token_count,
+            "heading_path": list(chunk.heading_path),
+            "page": chunk.page,
+            "char_start": chunk.char_start,
+            "char_end": chunk.char_end,
+            "metadata": (
+                json.dumps({**version.metadata, "page_end": chunk.page_end}, default=str)
+                if chunk.page_end != chunk.page
+                else metadata
+            ),
+            "language": language,
+            "tsv_text": chunk.embed_text,
+            "embedding": _vector_literal(vector),
+            "dims": len(vector),
+        }
+        for chunk, vector in zip(chunks, vectors, strict=True)
+    ]
 
 
 async def record_failure(
