@@ -47,6 +47,9 @@ class _Piece:
 @dataclass(slots=True)
 class _Section:
     heading_path: tuple[str, ...]
+    #: What the embedded text of each chunk starts with, and the tokens left for the chunk's text.
+    prefix: str
+    budget: int
     pieces: list[_Piece] = field(default_factory=list)
 
 
@@ -74,11 +77,8 @@ class Chunker:
         text = document.text
         chunks: list[Chunk] = []
         for section in self._sections(document):
-            prefix = _context(document.title, section.heading_path)
-            budget = self.max_tokens - self._fixed - (self._cost(prefix) + 1 if prefix else 0)
-            if budget < 8:  # a heading path too long to leave room: embed the text alone
-                prefix, budget = "", self.max_tokens - self._fixed
-            for group in self._pack(section.pieces, budget):
+            prefix = section.prefix
+            for group in self._pack(section.pieces, section.budget):
                 start, end = group[0].start, group[-1].end
                 body = text[start:end]
                 embed_text = f"{prefix}\n{body}" if prefix else body
@@ -100,9 +100,16 @@ class Chunker:
 
     # -- sections and pieces --------------------------------------------------------------------
 
+    def _section(self, title: str | None, heading_path: tuple[str, ...]) -> _Section:
+        prefix = _context(title, heading_path)
+        budget = self.max_tokens - self._fixed - (self._cost(prefix) + 1 if prefix else 0)
+        if budget < 8:  # a heading path too long to leave room: embed the text alone
+            prefix, budget = "", self.max_tokens - self._fixed
+        return _Section(heading_path, prefix, budget)
+
     def _sections(self, document: Document) -> Iterator[_Section]:
         path: list[tuple[int, str]] = []
-        current = _Section(())
+        current = self._section(document.title, ())
         offset = 0
         for block in document.blocks:
             start, end = offset, offset + len(block.text)
@@ -113,31 +120,33 @@ class Chunker:
                 level = max(1, block.level)
                 path = [(lvl, title) for lvl, title in path if lvl < level]
                 path.append((level, " ".join(block.text.split())))
-                current = _Section(tuple(title for _lvl, title in path))
+                current = self._section(document.title, tuple(title for _lvl, title in path))
                 continue
-            current.pieces.extend(self._pieces(block.text, start, block.page))
+            current.pieces.extend(self._pieces(block.text, start, block.page, current.budget))
         if current.pieces:
             yield current
 
-    def _pieces(self, text: str, base: int, page: int | None) -> Iterator[_Piece]:
-        """The block whole when it fits a chunk, else its sentences, else word windows."""
+    def _pieces(self, text: str, base: int, page: int | None, budget: int) -> Iterator[_Piece]:
+        """The block whole when it fits a chunk, else its sentences, else word windows.
+
+        One token count per block that fits (most blocks), one per sentence otherwise.
+        """
         stripped_start = len(text) - len(text.lstrip())
         stripped_end = len(text.rstrip())
         if stripped_end <= stripped_start:
             return
         whole = text[stripped_start:stripped_end]
         tokens = self._cost(whole)
-        limit = self.max_tokens - self._fixed
-        if tokens <= max(8, limit // 2):
+        if tokens <= budget:
             yield _Piece(base + stripped_start, base + stripped_end, tokens, page)
             return
         for s_start, s_end in _sentences(text):
             sentence = text[s_start:s_end]
             cost = self._cost(sentence)
-            if cost <= limit // 2:
+            if cost <= budget // 2:
                 yield _Piece(base + s_start, base + s_end, cost, page)
             else:
-                yield from self._windows(text, s_start, s_end, base, page=page, limit=limit // 2)
+                yield from self._windows(text, s_start, s_end, base, page=page, limit=budget // 2)
 
     def _windows(
         self, text: str, start: int, end: int, base: int, *, page: int | None, limit: int

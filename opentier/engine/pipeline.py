@@ -255,8 +255,9 @@ class BatchProcessor:
     ) -> _Pending | None:
         ctx = self.context
         name = document.source or item.source
-        if item.kind == "text" and item.details.get("title"):
-            document.title = item.details["title"]  # the client's title wins over the loader's guess
+        if item.kind == "text":
+            # A record's title is the client's, or none: the loader's guess (the source id) is noise.
+            document.title = item.details.get("title") or None
         self.emit(Progress(ctx.job_id, name, "cleaning", "in_progress"))
         for cleaner in ctx.cleaners:
             try:

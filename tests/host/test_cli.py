@@ -121,7 +121,7 @@ async def test_ingest_a_path_inside_the_roots_and_inspect_jobs(host: Host) -> No
     job_id = re.search(r": job ([0-9a-f-]{36})$", done.out, re.M)
     assert job_id, done.out
 
-    jobs = await opentier(host, "jobs")
+    jobs = await opentier(host, "jobs", COLUMNS="400")  # room for a long temporary path
     assert jobs.code == 0 and job_id.group(1) in jobs.out and "succeeded" in jobs.out
     assert str(host.root / "doc0.txt") in jobs.out  # the host read the path itself
     shown = await opentier(host, "jobs", "show", job_id.group(1))
