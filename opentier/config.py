@@ -150,7 +150,7 @@ class IngestionSettings(Section):
         default=2, ge=1, le=64, description="Ingestion workers per host (each holds one transaction)."
     )
     batch_items: int = Field(
-        default=16,
+        default=64,
         ge=1,
         le=1000,
         description="Items a worker claims at once; their chunks are embedded together.",
