@@ -28,7 +28,7 @@ def test_embedded_start_status_stop(embedded_dir: Path) -> None:
         assert started.exit_code == 0, started.output
         assert "state:        running" in started.output
         assert f"host={embedded_dir / 'socket'}".replace("/", "%2F") in started.output
-        assert "intelligence: 0002 (up to date)" in started.output
+        assert "intelligence: 0003 (up to date)" in started.output
 
         status = runner.invoke(main, ["db", "status"])
         assert status.exit_code == 0, status.output

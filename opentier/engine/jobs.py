@@ -640,13 +640,22 @@ class Ingestion:
             self.events.finished(job_id)
 
 
+# Items of one source take effect in order (a record, then its removal): an item waits while an earlier
+# item of the same source is pending, even when another worker holds that one.
+_EARLIER_SAME_SOURCE = (
+    f"SELECT 1 FROM {ITEMS} e WHERE e.job_id = i.job_id AND e.source = i.source "
+    "AND e.ordinal < i.ordinal AND e.status = 'pending'"
+)
+
+
 async def _claim(conn: AsyncConnection, limit: int) -> list[WorkItem]:
     """Lock up to ``limit`` pending items of the oldest job with work nobody holds."""
     first = (
         await conn.execute(
             sa.text(
                 f"SELECT i.job_id FROM {ITEMS} i JOIN {JOBS} j ON j.id = i.job_id "
-                "WHERE i.status = 'pending' AND j.status IN ('queued', 'running') "
+                "WHERE i.status = 'pending' AND j.status IN ('queued', 'running') AND NOT EXISTS "
+                f"({_EARLIER_SAME_SOURCE}) "
                 "ORDER BY j.created_at, i.ordinal LIMIT 1 FOR UPDATE OF i SKIP LOCKED"
             )
         )
@@ -655,8 +664,9 @@ async def _claim(conn: AsyncConnection, limit: int) -> list[WorkItem]:
         return []
     rows = await conn.execute(
         sa.text(
-            f"SELECT id, job_id, ordinal, kind, source, details FROM {ITEMS} "
-            "WHERE job_id = :job AND status = 'pending' ORDER BY ordinal LIMIT :limit FOR UPDATE SKIP LOCKED"
+            f"SELECT id, job_id, ordinal, kind, source, details FROM {ITEMS} i "
+            f"WHERE job_id = :job AND status = 'pending' AND NOT EXISTS ({_EARLIER_SAME_SOURCE}) "
+            "ORDER BY ordinal LIMIT :limit FOR UPDATE SKIP LOCKED"
         ),
         {"job": first[0], "limit": limit},
     )

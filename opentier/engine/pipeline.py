@@ -153,6 +153,10 @@ class BatchProcessor:
         for item in items:
             if await self.cancelled():
                 raise JobCancelled()
+            if item.kind == "remove" and pending:
+                # Items take effect in order: what came before a removal is stored before it.
+                await self._flush(pending)
+                pending = []
             outcome = outcomes[item.id] = Outcome()
             try:
                 pending.extend(await self._prepare(item, outcome))
@@ -160,11 +164,15 @@ class BatchProcessor:
                 await self._fail(item, outcome, item.source, err.stage, err)
             except OpenTierError as err:
                 await self._fail(item, outcome, item.source, "load", err)
+        await self._flush(pending)
+        return outcomes
+
+    async def _flush(self, pending: list[_Pending]) -> None:
+        """Embed and store the documents prepared so far."""
         vectors = await self._embed(pending)
         if not await self._store_all(pending, vectors):
             for entry, entry_vectors in zip(pending, vectors, strict=True):
                 await self._store(entry, entry_vectors)
-        return outcomes
 
     # -- load, clean, chunk ---------------------------------------------------------------------
 

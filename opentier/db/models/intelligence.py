@@ -214,6 +214,7 @@ class IngestionItem(IntelligenceBase):
         sa.CheckConstraint(_one_of("status", ItemStatus), name="status"),
         sa.CheckConstraint(_one_of("kind", ItemKind), name="kind"),
         sa.Index(None, "job_id", "status", "ordinal"),
+        sa.Index(None, "job_id", "source", "ordinal"),
         {"schema": SCHEMA},
     )
 
