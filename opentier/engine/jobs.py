@@ -190,6 +190,7 @@ class Ingestion:
         # worker embeds, the others load, clean, chunk and store (that overlap is the pipeline's speed).
         self._embedding = asyncio.Lock()
         self._last_cancel_check: dict[uuid.UUID, float] = {}
+        self._contexts: dict[uuid.UUID, JobContext] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -518,6 +519,14 @@ class Ingestion:
         return True
 
     async def _context(self, job_id: uuid.UUID) -> JobContext:
+        """The job's context, built at its first batch on this host and kept until it ends: a job's
+        collection, embedder and options do not change, and rebuilding them would count the
+        collection's chunks at every batch."""
+        if job_id not in self._contexts:
+            self._contexts[job_id] = await self._build_context(job_id)
+        return self._contexts[job_id]
+
+    async def _build_context(self, job_id: uuid.UUID) -> JobContext:
         async with self.db.connect() as conn:
             row = (
                 await conn.execute(
@@ -599,9 +608,16 @@ class Ingestion:
                 {"id": job_id, "host": self.host_id},
             )
 
+    def _forget(self, job_id: uuid.UUID) -> None:
+        """Drop what this host kept about a job that ended."""
+        self._cancelled.discard(job_id)
+        self._last_cancel_check.pop(job_id, None)
+        self._contexts.pop(job_id, None)
+
     async def _settle_cancelled(self, job_id: uuid.UUID) -> None:
         async with self.db.begin() as conn:
             await _cancel_pending(conn, job_id)
+        self._forget(job_id)  # a worker still in a batch of it reads the cancel from the database
         self.events.finished(job_id)
 
     async def _fail_items(self, items: Sequence[WorkItem], err: OpenTierError) -> None:
@@ -635,8 +651,7 @@ class Ingestion:
             )
             done = finished.one_or_none() is not None
         if done:
-            self._cancelled.discard(job_id)
-            self._last_cancel_check.pop(job_id, None)
+            self._forget(job_id)
             self.events.finished(job_id)
 
 

@@ -96,48 +96,8 @@ async def write(
     language: str,
 ) -> tuple[uuid.UUID, bool]:
     """Insert or replace the document and all its chunks; return (id, created)."""
-    row = (
-        await conn.execute(
-            sa.text(
-                f"""
-                INSERT INTO {DOCUMENTS} AS d (tenant_id, collection_id, source, title, media_type,
-                    content_hash, source_hash, simhash, size_bytes, job_id, status, metadata,
-                    chunk_count)
-                VALUES (:tenant_id, :collection_id, :source, :title, :media_type, :content_hash,
-                    :source_hash, :simhash, :size_bytes, :job_id, 'ready', CAST(:metadata AS jsonb),
-                    :chunk_count)
-                ON CONFLICT (collection_id, source) DO UPDATE SET
-                    title = excluded.title, media_type = excluded.media_type,
-                    content_hash = excluded.content_hash, source_hash = excluded.source_hash,
-                    simhash = excluded.simhash, size_bytes = excluded.size_bytes,
-                    job_id = excluded.job_id, status = 'ready', metadata = excluded.metadata,
-                    chunk_count = excluded.chunk_count, error_stage = NULL, error_message = NULL,
-                    version = d.version + 1, updated_at = now()
-                RETURNING id, (xmax = 0) AS created
-                """
-            ),
-            {
-                "tenant_id": version.tenant_id,
-                "collection_id": version.collection_id,
-                "source": version.source,
-                "title": version.title,
-                "media_type": version.media_type,
-                "content_hash": version.content_hash,
-                "source_hash": version.source_hash,
-                "simhash": version.simhash,
-                "size_bytes": version.size_bytes,
-                "job_id": version.job_id,
-                "metadata": json.dumps(version.metadata, default=str),
-                "chunk_count": len(chunks),
-            },
-        )
-    ).one()
-    document_id, created = row
-    if not created:
-        await conn.execute(sa.text(f"DELETE FROM {CHUNKS} WHERE document_id = :id"), {"id": document_id})
-    if chunks:
-        await conn.execute(_INSERT_CHUNKS, _chunk_rows(version, document_id, chunks, vectors, language))
-    return document_id, bool(created)
+    [written] = await write_many(conn, [(version, chunks, vectors)], language)
+    return written
 
 
 async def write_many(
@@ -145,10 +105,11 @@ async def write_many(
     entries: Sequence[tuple[NewVersion, Sequence[Chunk], Sequence[Sequence[float]]]],
     language: str,
 ) -> list[tuple[uuid.UUID, bool]]:
-    """:func:`write` for many documents of one collection and job in three statements.
+    """Insert or replace documents of one collection and job with their chunks, in three statements.
 
     All or nothing: the caller runs it in a savepoint and falls back to :func:`write` per document
     when it fails, so that one bad document cannot fail the others. Sources must be distinct.
+    Returns (id, created) per entry, in order.
     """
     if not entries:
         return []
