@@ -22,6 +22,7 @@ class ComponentKind(StrEnum):
     CLEANER = "cleaner"
     EMBEDDER = "embedder"
     RETRIEVER = "retriever"
+    RERANKER = "reranker"
     LLM = "llm"
 
 
@@ -156,18 +157,33 @@ class SearchQuery:
     tenant_id: str
     collection_ids: Sequence[str]
     top_k: int = 8
+    #: Metadata filter (see ``docs/retrieval.md``); already compiled into the context's scope.
     filters: Mapping[str, Any] | None = None
+    #: Retriever-specific options of the request.
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: The query's embedding when the caller already has it; otherwise the context computes it.
+    embedding: Sequence[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class SearchHit:
-    """One chunk a retriever found, with its score (higher is better within one retriever)."""
+    """One chunk a retriever found, with its score (higher is better within one retriever).
+
+    A retriever may fill only ``chunk_id`` and ``score``: the host completes the rest (text, document,
+    source, title, heading path, page, span) from the database before it answers.
+    """
 
     chunk_id: str
-    document_id: str
     score: float
-    text: str
+    document_id: str = ""
+    text: str = ""
+    collection_id: str = ""
+    source: str = ""
+    title: str | None = None
+    heading_path: tuple[str, ...] = ()
+    page: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -274,7 +290,26 @@ class Retriever(Component):
 
     @abstractmethod
     async def retrieve(self, query: SearchQuery, context: Any) -> Sequence[SearchHit]:
-        """Return at most ``query.top_k`` hits, best first. ``context`` gives database access."""
+        """Return at most ``query.top_k`` hits, best first.
+
+        ``context`` is the search's :class:`opentier.retrieval.RetrievalContext`: database access, the
+        collections in scope and the SQL condition every query must include.
+        """
+
+
+class Reranker(Component):
+    """Reorders (and may drop) the candidates a retriever found, before the top ``k`` are kept."""
+
+    kind = ComponentKind.RERANKER
+
+    @abstractmethod
+    async def rerank(
+        self, query: SearchQuery, hits: Sequence[SearchHit], context: Any
+    ) -> Sequence[SearchHit]:
+        """Return ``hits`` reordered, best first (complete hits: text, document and source are filled).
+
+        ``context`` is the search's :class:`opentier.retrieval.RetrievalContext`.
+        """
 
 
 class LLM(Component):
@@ -298,5 +333,6 @@ COMPONENT_BASES: dict[ComponentKind, type[Component]] = {
     ComponentKind.CLEANER: Cleaner,
     ComponentKind.EMBEDDER: Embedder,
     ComponentKind.RETRIEVER: Retriever,
+    ComponentKind.RERANKER: Reranker,
     ComponentKind.LLM: LLM,
 }

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from opentier.components import LLM, Cleaner, Embedder, Loader, Retriever
+    from opentier.components import LLM, Cleaner, Embedder, Loader, Reranker, Retriever
     from opentier.config import Settings
 
 hookspec = pluggy.HookspecMarker("opentier")
@@ -50,6 +50,14 @@ def register_retrievers(register: Callable[[Retriever], None]) -> None:
     """Register retrievers, which find the chunks that best answer a query.
 
     :param register: call once per :class:`~opentier.components.Retriever` instance.
+    """
+
+
+@hookspec
+def register_rerankers(register: Callable[[Reranker], None]) -> None:
+    """Register rerankers, which reorder a retriever's candidates before the top ``k`` are kept.
+
+    :param register: call once per :class:`~opentier.components.Reranker` instance.
     """
 
 

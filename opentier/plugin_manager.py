@@ -42,6 +42,7 @@ REGISTRATION_HOOKS: dict[ComponentKind, str] = {
     ComponentKind.CLEANER: "register_cleaners",
     ComponentKind.EMBEDDER: "register_embedders",
     ComponentKind.RETRIEVER: "register_retrievers",
+    ComponentKind.RERANKER: "register_rerankers",
     ComponentKind.LLM: "register_llms",
 }
 

@@ -656,36 +656,43 @@ class Ingestion:
 
 
 # Items of one source take effect in order (a record, then its removal): an item waits while an earlier
-# item of the same source is pending, even when another worker holds that one.
-_EARLIER_SAME_SOURCE = (
-    f"SELECT 1 FROM {ITEMS} e WHERE e.job_id = i.job_id AND e.source = i.source "
-    "AND e.ordinal < i.ordinal AND e.status = 'pending'"
+# item of the same source is pending, even when another worker holds that one. A correlated scalar
+# subquery (not NOT EXISTS, which the planner may turn into a join that scans every pending item of the
+# job per candidate when a new job's statistics are stale) is one probe of the partial index of
+# pending items by source.
+_FIRST_OF_ITS_SOURCE = (
+    f"i.ordinal = (SELECT min(e.ordinal) FROM {ITEMS} e WHERE e.job_id = i.job_id "
+    "AND e.source = i.source AND e.status = 'pending')"
 )
 
 
 async def _claim(conn: AsyncConnection, limit: int) -> list[WorkItem]:
-    """Lock up to ``limit`` pending items of the oldest job with work nobody holds."""
-    first = (
-        await conn.execute(
-            sa.text(
-                f"SELECT i.job_id FROM {ITEMS} i JOIN {JOBS} j ON j.id = i.job_id "
-                "WHERE i.status = 'pending' AND j.status IN ('queued', 'running') AND NOT EXISTS "
-                f"({_EARLIER_SAME_SOURCE}) "
-                "ORDER BY j.created_at, i.ordinal LIMIT 1 FOR UPDATE OF i SKIP LOCKED"
-            )
-        )
-    ).one_or_none()
-    if first is None:
-        return []
-    rows = await conn.execute(
+    """Lock up to ``limit`` pending items of the oldest job with work nobody holds.
+
+    Active jobs are few, so they are tried oldest first, one indexed query each; ordering every
+    pending item of every job instead costs a sort of all of them at each claim.
+    """
+    jobs = await conn.execute(
         sa.text(
-            f"SELECT id, job_id, ordinal, kind, source, details FROM {ITEMS} i "
-            f"WHERE job_id = :job AND status = 'pending' AND NOT EXISTS ({_EARLIER_SAME_SOURCE}) "
-            "ORDER BY ordinal LIMIT :limit FOR UPDATE SKIP LOCKED"
-        ),
-        {"job": first[0], "limit": limit},
+            f"SELECT j.id FROM {JOBS} j WHERE j.status IN ('queued', 'running') AND EXISTS "
+            f"(SELECT 1 FROM {ITEMS} i WHERE i.job_id = j.id AND i.status = 'pending') "
+            "ORDER BY j.created_at, j.id"
+        )
     )
-    return [WorkItem(*row) for row in rows]
+    for (job_id,) in jobs.all():
+        rows = (
+            await conn.execute(
+                sa.text(
+                    f"SELECT id, job_id, ordinal, kind, source, details FROM {ITEMS} i "
+                    f"WHERE job_id = :job AND status = 'pending' AND {_FIRST_OF_ITS_SOURCE} "
+                    "ORDER BY ordinal LIMIT :limit FOR UPDATE SKIP LOCKED"
+                ),
+                {"job": job_id, "limit": limit},
+            )
+        ).all()
+        if rows:
+            return [WorkItem(*row) for row in rows]
+    return []
 
 
 async def _record_outcomes(conn: AsyncConnection, outcomes: dict[uuid.UUID, Outcome]) -> None:

@@ -15,12 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from opentier.db.models.intelligence import SIMHASH_BANDS, simhash_band
 from opentier.engine.chunker import Chunk
 
 DOCUMENTS = "intelligence.documents"
 CHUNKS = "intelligence.chunks"
 #: Largest Hamming distance between SimHashes that counts as a near-duplicate.
 NEAR_DUPLICATE_BITS = 3
+assert NEAR_DUPLICATE_BITS < SIMHASH_BANDS, "the band index finds hashes within SIMHASH_BANDS - 1 bits"
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,19 +271,30 @@ async def delete_source(conn: AsyncConnection, collection_id: uuid.UUID, source:
 async def near_duplicate(
     conn: AsyncConnection, collection_id: uuid.UUID, source: str, simhash: int
 ) -> str | None:
-    """The source of a ready document in the collection whose SimHash is within a few bits."""
+    """The source of a ready document in the collection whose SimHash is within a few bits.
+
+    Hashes within :data:`NEAR_DUPLICATE_BITS` (< :data:`SIMHASH_BANDS`) bits agree exactly on at least
+    one 16-bit band, so the indexed band lookups find every candidate.
+    """
+    bands = " OR ".join(f"{simhash_band(band)} = :band{band}" for band in range(SIMHASH_BANDS))
     row = (
         await conn.execute(
             sa.text(
                 f"""
                 SELECT source FROM {DOCUMENTS}
-                WHERE collection_id = :collection AND source <> :source AND status = 'ready'
-                  AND simhash IS NOT NULL
+                WHERE collection_id = :collection AND simhash IS NOT NULL AND ({bands})
+                  AND source <> :source AND status = 'ready'
                   AND bit_count(CAST(simhash # :simhash AS bit(64))) <= :bits
                 ORDER BY created_at LIMIT 1
                 """
             ),
-            {"collection": collection_id, "source": source, "simhash": simhash, "bits": NEAR_DUPLICATE_BITS},
+            {
+                "collection": collection_id,
+                "source": source,
+                "simhash": simhash,
+                "bits": NEAR_DUPLICATE_BITS,
+                **{f"band{band}": (simhash >> (16 * band)) & 0xFFFF for band in range(SIMHASH_BANDS)},
+            },
         )
     ).one_or_none()
     return None if row is None else str(row[0])

@@ -22,6 +22,15 @@ from opentier.db.models import NAMING_CONVENTION
 SCHEMA = "intelligence"
 
 
+#: Near-duplicate lookups use four 16-bit bands of the 64-bit SimHash, each indexed (migration 0004).
+SIMHASH_BANDS = 4
+
+
+def simhash_band(band: int) -> str:
+    """SQL for band ``band`` (0 = least significant 16 bits) of ``documents.simhash``."""
+    return f"((simhash >> {16 * band}) & 65535)"
+
+
 class DocumentStatus(StrEnum):
     PENDING = "pending"
     PROCESSING = "processing"
@@ -88,6 +97,15 @@ class Document(_Timestamps, IntelligenceBase):
         sa.UniqueConstraint("collection_id", "source"),
         sa.CheckConstraint(_one_of("status", DocumentStatus), name="status"),
         sa.Index(None, "tenant_id", "collection_id", "status"),
+        *(
+            sa.Index(
+                f"ix_documents_simhash_band{band}",
+                "collection_id",
+                sa.text(simhash_band(band)),
+                postgresql_where=sa.text("simhash IS NOT NULL"),
+            )
+            for band in range(SIMHASH_BANDS)
+        ),
         {"schema": SCHEMA},
     )
 
@@ -214,7 +232,13 @@ class IngestionItem(IntelligenceBase):
         sa.CheckConstraint(_one_of("status", ItemStatus), name="status"),
         sa.CheckConstraint(_one_of("kind", ItemKind), name="kind"),
         sa.Index(None, "job_id", "status", "ordinal"),
-        sa.Index(None, "job_id", "source", "ordinal"),
+        sa.Index(
+            "ix_ingestion_items_pending_source",
+            "job_id",
+            "source",
+            "ordinal",
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
         {"schema": SCHEMA},
     )
 
