@@ -282,6 +282,16 @@ class Embedder(Component):
     def count_tokens(self, text: str) -> int:
         """Length of ``text`` in this embedder's tokens (what chunk sizes are measured in)."""
 
+    def token_spans(self, text: str) -> Sequence[tuple[int, int]] | None:
+        """Optional: ``(start, end)`` character offsets in ``text`` of its tokens, special tokens excluded.
+
+        An embedder whose tokenizer splits at whitespace and punctuation (WordPiece, most BPEs) can
+        return them; the chunker then tokenizes a long block once and counts any part of it from the
+        spans, instead of tokenizing every sentence again. ``None`` (the default): it calls
+        :meth:`count_tokens` on each part.
+        """
+        return None
+
 
 class Retriever(Component):
     """Finds the chunks that best answer a query, within the query's tenant and collections."""

@@ -11,7 +11,8 @@ front (counted in the budget too).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from opentier.components import BLOCK_SEPARATOR, Document
@@ -42,6 +43,8 @@ class _Piece:
     end: int
     tokens: int
     page: int | None
+    #: ``tokens`` is ``count_tokens`` of exactly this text (minus the fixed cost), not an estimate.
+    counted: bool = False
 
 
 @dataclass(slots=True)
@@ -59,12 +62,23 @@ class Chunker:
     :param count_tokens: the embedder's token count for a text (special tokens included).
     :param max_tokens: hard ceiling per embedded text (never above the embedder's input limit).
     :param overlap_tokens: trailing tokens of a chunk repeated at the start of the next one.
+    :param token_spans: the embedder's token offsets of a text, if it has them: a block too long for
+        one chunk is then tokenized once and its sentences and word windows counted from the offsets.
     """
 
-    def __init__(self, count_tokens: Callable[[str], int], max_tokens: int, overlap_tokens: int = 0) -> None:
+    def __init__(
+        self,
+        count_tokens: Callable[[str], int],
+        max_tokens: int,
+        overlap_tokens: int = 0,
+        *,
+        token_spans: Callable[[str], Sequence[tuple[int, int]] | None] | None = None,
+    ) -> None:
         if max_tokens < 8:
             raise ValueError(f"max_tokens must be at least 8, not {max_tokens}")
         self.count_tokens = count_tokens
+        #: Tokenizes a block once when it does not fit (see :meth:`Embedder.token_spans`).
+        self.token_spans = token_spans
         self.max_tokens = max_tokens
         self.overlap_tokens = max(0, min(overlap_tokens, max_tokens // 2))
         # Tokens every text costs whatever it holds (e.g. [CLS] and [SEP]).
@@ -82,6 +96,11 @@ class Chunker:
                 start, end = group[0].start, group[-1].end
                 body = text[start:end]
                 embed_text = f"{prefix}\n{body}" if prefix else body
+                if len(group) == 1 and group[0].counted and not prefix:
+                    # The text was counted whole already (most chunks of short documents).
+                    token_count = group[0].tokens + self._fixed
+                else:
+                    token_count = self.count_tokens(embed_text)
                 pages = [p.page for p in group if p.page is not None]
                 chunks.append(
                     Chunk(
@@ -92,7 +111,7 @@ class Chunker:
                         heading_path=section.heading_path,
                         page=min(pages) if pages else None,
                         page_end=max(pages) if pages else None,
-                        token_count=self.count_tokens(embed_text),
+                        token_count=token_count,
                         embed_text=embed_text,
                     )
                 )
@@ -129,7 +148,8 @@ class Chunker:
     def _pieces(self, text: str, base: int, page: int | None, budget: int) -> Iterator[_Piece]:
         """The block whole when it fits a chunk, else its sentences, else word windows.
 
-        One token count per block that fits (most blocks), one per sentence otherwise.
+        One token count per block that fits (most blocks); a longer one is counted part by part from
+        its token offsets when the embedder gives them, else with one count per part.
         """
         stripped_start = len(text) - len(text.lstrip())
         stripped_end = len(text.rstrip())
@@ -138,36 +158,51 @@ class Chunker:
         whole = text[stripped_start:stripped_end]
         tokens = self._cost(whole)
         if tokens <= budget:
-            yield _Piece(base + stripped_start, base + stripped_end, tokens, page)
+            yield _Piece(base + stripped_start, base + stripped_end, tokens, page, counted=True)
             return
+        spans = self.token_spans(text) if self.token_spans is not None else None
+        counter = _SpanCounter(spans).cost if spans is not None else None
         for s_start, s_end in _sentences(text):
-            sentence = text[s_start:s_end]
-            cost = self._cost(sentence)
+            cost = counter(s_start, s_end) if counter is not None else self._cost(text[s_start:s_end])
             if cost <= budget // 2:
                 yield _Piece(base + s_start, base + s_end, cost, page)
             else:
-                yield from self._windows(text, s_start, s_end, base, page=page, limit=budget // 2)
+                yield from self._windows(
+                    text, s_start, s_end, base, page=page, limit=budget // 2, counter=counter
+                )
 
     def _windows(
-        self, text: str, start: int, end: int, base: int, *, page: int | None, limit: int
+        self,
+        text: str,
+        start: int,
+        end: int,
+        base: int,
+        *,
+        page: int | None,
+        limit: int,
+        counter: Callable[[int, int], int] | None = None,
     ) -> Iterator[_Piece]:
         """Word windows of at most ``limit`` tokens (for a sentence longer than a chunk)."""
-        words = [(m.start() + start, m.end() + start) for m in _WORD.finditer(text, start, end)]
+
+        def cost(a: int, b: int) -> int:
+            return counter(a, b) if counter is not None else self._cost(text[a:b])
+
+        words = [(m.start(), m.end()) for m in _WORD.finditer(text, start, end)]  # positions in text
         i = 0
         while i < len(words):
             j = i + 1
-            cost = self._cost(text[words[i][0] : words[i][1]])
-            if cost > limit:  # one enormous "word" (a URL, a hash): cut it by characters
+            window = cost(words[i][0], words[i][1])
+            if window > limit:  # one enormous "word" (a URL, a hash): cut it by characters
                 yield from self._characters(text, words[i][0], words[i][1], base, page=page, limit=limit)
                 i += 1
                 continue
             while j < len(words):
-                candidate = self._cost(text[words[i][0] : words[j][1]])
+                candidate = cost(words[i][0], words[j][1])
                 if candidate > limit:
                     break
-                cost = candidate
+                window = candidate
                 j += 1
-            yield _Piece(base + words[i][0], base + words[j - 1][1], cost, page)
+            yield _Piece(base + words[i][0], base + words[j - 1][1], window, page)
             i = j
 
     def _characters(
@@ -208,6 +243,21 @@ class Chunker:
             keep.insert(0, piece)
             total += piece.tokens
         return keep
+
+
+class _SpanCounter:
+    """Tokens of ``text[start:end]`` counted from the offsets of ``text``'s tokens (two bisections).
+
+    Exact where the tokenizer splits at the cut (whitespace between sentences and words); a token
+    that straddles a cut counts for neither side.
+    """
+
+    def __init__(self, spans: Sequence[tuple[int, int]]) -> None:
+        self._starts = [start for start, _end in spans]
+        self._ends = [end for _start, end in spans]
+
+    def cost(self, start: int, end: int) -> int:
+        return max(0, bisect_right(self._ends, end) - bisect_left(self._starts, start))
 
 
 def _sentences(text: str) -> Iterator[tuple[int, int]]:

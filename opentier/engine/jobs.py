@@ -553,7 +553,12 @@ class Ingestion:
             tenant_id=tenant_id,
             collection=collection,
             embedder=embedder,
-            chunker=Chunker(embedder.count_tokens, max_tokens, self.settings.chunk_overlap_tokens),
+            chunker=Chunker(
+                embedder.count_tokens,
+                max_tokens,
+                self.settings.chunk_overlap_tokens,
+                token_spans=embedder.token_spans,
+            ),
             loaders=self._loaders(options),
             cleaners=cleaners,
             settings=self.settings,

@@ -95,6 +95,46 @@ def test_a_sentence_longer_than_a_chunk_is_cut_into_word_windows() -> None:
     assert " ".join(c.text for c in chunks) == endless
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """Offsets of the tokens :func:`words` counts (what an embedder's ``token_spans`` gives)."""
+    return [m.span() for m in re.finditer(r"\w+|[^\w\s]", text)]
+
+
+def test_a_long_sentence_after_others_keeps_its_place_and_exact_spans() -> None:
+    # A run-on sentence (a table row, a PDF line without full stops) after ordinary sentences: its
+    # word windows must point at its own text, in order.
+    endless = " ".join(f"cell{i}" for i in range(300))
+    body = f"{sentence(1)} {sentence(2)} {endless}. {sentence(3)}"
+    doc = make(Block(body), title=None)
+    for spans in (None, word_spans):
+        chunks = Chunker(words, max_tokens=50, overlap_tokens=0, token_spans=spans).chunk(doc)
+        assert [c.char_start for c in chunks] == sorted(c.char_start for c in chunks)
+        for chunk in chunks:
+            assert chunk.text == doc.text[chunk.char_start : chunk.char_end]
+            assert words(chunk.embed_text) == chunk.token_count <= 50
+        joined = " ".join(c.text for c in chunks)
+        for part in (sentence(1), sentence(2), sentence(3), "cell0 cell1", "cell298 cell299"):
+            assert part in joined
+
+
+def test_token_spans_give_the_same_chunks_as_counting_each_part() -> None:
+    body = " ".join(sentence(i, topic=f"wing{i % 7}") for i in range(80))
+    doc = make(Block("Results", kind="heading", level=1), Block(body, page=2))
+    counted = Chunker(words, max_tokens=64, overlap_tokens=12).chunk(doc)
+    calls: list[str] = []
+
+    def counting(text: str) -> int:
+        calls.append(text)
+        return words(text)
+
+    spanned = Chunker(counting, max_tokens=64, overlap_tokens=12, token_spans=word_spans).chunk(doc)
+    assert [(c.char_start, c.char_end, c.token_count) for c in spanned] == [
+        (c.char_start, c.char_end, c.token_count) for c in counted
+    ]
+    # The block is tokenized once, then only each chunk's own text: no sentence is counted alone.
+    assert not any(text == sentence(5, topic="wing5") for text in calls)
+
+
 def test_a_single_enormous_word_is_cut_by_characters() -> None:
     blob = "x" * 5000
 

@@ -105,6 +105,26 @@ def test_count_tokens_matches_the_reference_tokenizer(embedder: Embedder) -> Non
     assert embedder.count_tokens("") == 2  # [CLS] and [SEP]
 
 
+def test_token_spans_are_the_counted_word_pieces(embedder: Embedder) -> None:
+    text = "The boundary-layer transition at Mach 2.5 (supersonic) was measured."
+    spans = embedder.token_spans(text)
+    assert spans is not None
+    assert len(spans) + 2 == embedder.count_tokens(text)
+    assert all(0 <= start < end <= len(text) for start, end in spans)
+    assert text[spans[1][0] : spans[1][1]].lower() == "boundary"
+
+
+async def test_counted_texts_embed_exactly_as_uncounted_ones(embedder: Embedder) -> None:
+    # The pipeline counts each chunk then embeds it; the counted ids are reused, with the model's
+    # truncation applied to texts over its 256 tokens.
+    texts = [*TEXTS[:5], "lift " * 400]
+    fresh = np.asarray(await embedder.embed(texts))
+    for text in texts:
+        embedder.count_tokens(text)
+    reused = np.asarray(await embedder.embed(texts))
+    np.testing.assert_array_equal(reused, fresh)
+
+
 async def test_order_is_kept_with_mixed_lengths(embedder: Embedder) -> None:
     rng = np.random.default_rng(7)
     texts = [TEXTS[i] for i in rng.permutation(len(TEXTS))] + [TEXTS[-1], "x " * 200, TEXTS[0]]

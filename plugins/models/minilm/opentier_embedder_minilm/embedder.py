@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from opentier_embedder_minilm.options import MiniLMOptions, available_cores
 
 if TYPE_CHECKING:
     import onnxruntime
-    from tokenizers import Encoding, Tokenizer
+    from tokenizers import Tokenizer
 
 #: sentence-transformers' ``max_seq_length`` for this model, [CLS] and [SEP] included.
 MAX_INPUT_TOKENS = 256
@@ -40,6 +41,8 @@ VERSION = f"{MODEL_SHA256[:12]}-{TOKENIZER_SHA256[:12]}-mean-l2-{MAX_INPUT_TOKEN
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+#: Token ids of texts counted but not embedded yet, kept for :meth:`MiniLMEmbedder.encode`.
+COUNTED_CACHE_SIZE = 8192
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,10 @@ class MiniLMEmbedder(Embedder):
         self._run_lock = threading.Lock()
         self._session: onnxruntime.InferenceSession | None = None
         self._tokenizers: _Tokenizers | None = None
+        # The chunker counts every chunk's text just before the pipeline embeds it: keeping the ids
+        # spares tokenizing it twice. Taken out when used; the oldest go first when it is full.
+        self._counted: OrderedDict[str, list[int]] = OrderedDict()
+        self._counted_lock = threading.Lock()
         self.intra_op_threads = available_cores()
         self.model_path: Path | None = None
         self.configure(options or MiniLMOptions())
@@ -121,7 +128,20 @@ class MiniLMEmbedder(Embedder):
         So ``count_tokens(text) <= max_input_tokens`` means ``text`` is embedded whole, and a text
         over the limit is embedded as its first ``max_input_tokens - 2`` word pieces.
         """
-        return len(self._get_tokenizers().counting.encode(text).ids)
+        ids = self._get_tokenizers().counting.encode(text).ids
+        if len(ids) <= MAX_INPUT_TOKENS:  # a text the chunker may embed next (never a whole long block)
+            with self._counted_lock:
+                self._counted[text] = ids
+                if len(self._counted) > COUNTED_CACHE_SIZE:
+                    self._counted.popitem(last=False)
+        return len(ids)
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        """Character offsets of ``text``'s word pieces ([CLS] and [SEP] excluded)."""
+        offsets: list[tuple[int, int]] = (
+            self._get_tokenizers().counting.encode(text, add_special_tokens=False).offsets
+        )
+        return offsets
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One unit vector per text, in order; the work (and the first load) runs in a thread."""
@@ -143,8 +163,8 @@ class MiniLMEmbedder(Embedder):
         if not texts:
             return result
         session = self._get_session()
-        encodings = self._get_tokenizers().truncating.encode_batch(list(texts))
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
+        encodings = self._token_ids(texts)
+        lengths = np.fromiter((len(ids) for ids in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(encodings))
         for rows in self._batches(order, lengths):
             input_ids, attention_mask = _pad([encodings[i] for i in rows])
@@ -157,6 +177,19 @@ class MiniLMEmbedder(Embedder):
                 (hidden,) = session.run(["last_hidden_state"], feeds)
             result[rows] = mean_pool_normalise(hidden, attention_mask)
         return result
+
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's ids as the model takes them (truncated), from the counted ones when kept."""
+        found: list[list[int] | None] = []
+        with self._counted_lock:
+            for text in texts:
+                found.append(self._counted.pop(text, None))
+        missing = [i for i, ids in enumerate(found) if ids is None]
+        if missing:
+            fresh = self._get_tokenizers().truncating.encode_batch([texts[i] for i in missing])
+            for i, encoding in zip(missing, fresh, strict=True):
+                found[i] = encoding.ids
+        return [_truncated(ids) for ids in found if ids is not None]
 
     def _batches(self, order: IntArray, lengths: IntArray) -> Iterator[IntArray]:
         """Consecutive runs of ``order`` of at most ``batch_size`` texts and ``max_batch_tokens`` padded
@@ -184,14 +217,21 @@ def mean_pool_normalise(hidden: FloatArray, attention_mask: IntArray) -> FloatAr
     return normalised
 
 
-def _pad(encodings: Sequence[Encoding]) -> tuple[IntArray, IntArray]:
+def _truncated(ids: list[int]) -> list[int]:
+    """What truncation at :data:`MAX_INPUT_TOKENS` keeps: the first pieces, and the final [SEP]."""
+    if len(ids) <= MAX_INPUT_TOKENS:
+        return ids
+    return ids[: MAX_INPUT_TOKENS - 1] + ids[-1:]
+
+
+def _pad(encodings: Sequence[Sequence[int]]) -> tuple[IntArray, IntArray]:
     """``input_ids`` and ``attention_mask`` of one batch, right-padded with [PAD] (id 0)."""
-    width = max(len(e.ids) for e in encodings)
+    width = max(len(ids) for ids in encodings)
     input_ids = np.zeros((len(encodings), width), dtype=np.int64)
     attention_mask = np.zeros((len(encodings), width), dtype=np.int64)
-    for row, encoding in enumerate(encodings):
-        input_ids[row, : len(encoding.ids)] = encoding.ids
-        attention_mask[row, : len(encoding.ids)] = 1
+    for row, ids in enumerate(encodings):
+        input_ids[row, : len(ids)] = ids
+        attention_mask[row, : len(ids)] = 1
     return input_ids, attention_mask
 
 
