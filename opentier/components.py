@@ -197,12 +197,30 @@ class ChatMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class SourcePassage:
+    """A retrieved passage given to the model, cited in the answer as ``[number]``."""
+
+    number: int
+    text: str
+    title: str | None = None
+    source: str = ""
+    page: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LLMRequest:
+    """One generation: the prompt as messages (sources already rendered into them) and its limits."""
+
     messages: Sequence[ChatMessage]
     system: str | None = None
     max_output_tokens: int = 1024
     temperature: float = 0.0
     stop: Sequence[str] = ()
+    #: The numbered sources the prompt holds, for models that work on them directly (``extractive``);
+    #: a generative model reads them from the messages and may ignore this.
+    sources: Sequence[SourcePassage] = ()
+    #: Model-specific options of the request (``ChatOptions.llm_options``), validated by the model.
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +349,12 @@ class LLM(Component):
 
     @abstractmethod
     def stream(self, request: LLMRequest) -> AsyncIterator[LLMEvent]:
-        """Yield :class:`TextDelta` pieces then one :class:`Usage` (an ``async def`` generator)."""
+        """Yield :class:`TextDelta` pieces then one :class:`Usage` (an ``async def`` generator).
+
+        Closing the generator early (a cancelled chat) must stop the work: close the remote request,
+        interrupt the local generation. Failures raise :class:`opentier.errors.LLMError` subclasses
+        (unavailable, rate limited, timed out, refused...) so that clients get stable codes.
+        """
 
     def count_tokens(self, text: str) -> int:
         """Approximate token count used for budgeting when the model has no tokenizer here."""

@@ -143,3 +143,45 @@ class SourceTooLargeError(SourceRefusedError):
 
     code = "source_too_large"
     grpc_status = "INVALID_ARGUMENT"
+
+
+class LLMError(OpenTierError):
+    """The model failed to answer (a bad response, an error it reported)."""
+
+    code = "llm_failed"
+    grpc_status = "INTERNAL"
+
+
+class LLMUnavailableError(LLMError):
+    """The model cannot be reached or is overloaded; trying again later may work."""
+
+    code = "llm_unavailable"
+    grpc_status = "UNAVAILABLE"
+
+
+class LLMRateLimitedError(LLMError):
+    """The model's provider refused the call for rate or quota reasons."""
+
+    code = "llm_rate_limited"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+
+class LLMTimeoutError(LLMError):
+    """The model did not answer, or stalled mid-answer, within the time limit."""
+
+    code = "llm_timeout"
+    grpc_status = "DEADLINE_EXCEEDED"
+
+
+class LLMConfigError(LLMError):
+    """The model is misconfigured: a missing or rejected API key, an unknown model name."""
+
+    code = "llm_misconfigured"
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class LLMRequestError(LLMError):
+    """The provider rejected the request itself (too long a prompt, invalid options)."""
+
+    code = "llm_request_invalid"
+    grpc_status = "INVALID_ARGUMENT"
