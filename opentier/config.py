@@ -168,6 +168,13 @@ class IngestionSettings(Section):
         default=50 * 1024 * 1024, ge=1, description="Largest body a URL source may return."
     )
     url_timeout_seconds: float = Field(default=30.0, gt=0, description="Time limit of one URL fetch.")
+    stream_stale_seconds: float = Field(
+        default=60,
+        ge=1,
+        le=86400,
+        description="A streaming job whose stream showed no sign of life for this long (the host "
+        "that held it died) is cancelled by any host; the records already ingested stay.",
+    )
     near_duplicates: Literal["off", "report", "skip"] = Field(
         default="report",
         description="Near-duplicate documents within a collection: not checked, reported in the "

@@ -197,6 +197,7 @@ class Ingestion:
     async def start(self) -> None:
         for number in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._work(number), name=f"ingest-worker-{number}"))
+        self._workers.append(asyncio.create_task(self._sweep_streams(), name="ingest-stream-sweeper"))
 
     async def stop(self) -> None:
         """Stop the workers; a batch in progress rolls back and stays pending for the next start."""
@@ -262,8 +263,60 @@ class Ingestion:
             if status in TERMINAL:
                 raise InvalidRequestError(f"job {job_id} is {status}; it takes no more records")
             count = await self._insert_items(conn, job_id, tenant_id, first, items)
+            touch = sa.text(f"UPDATE {JOBS} SET updated_at = now() WHERE id = :id")
+            await conn.execute(touch, {"id": job_id})
         self._wakeup.set()
         return first + count
+
+    async def keep_stream_alive(self, job_id: uuid.UUID) -> None:
+        """Say that the stream feeding ``job_id`` is alive (see :meth:`sweep_interrupted_streams`).
+
+        The host holding the stream calls it every third of ``stream_stale_seconds`` while the stream
+        is open, records or not; adding records says it too.
+        """
+        async with self.db.begin() as conn:
+            await conn.execute(
+                sa.text(f"UPDATE {JOBS} SET updated_at = now() WHERE id = :id AND NOT input_complete"),
+                {"id": job_id},
+            )
+
+    async def sweep_interrupted_streams(self) -> list[uuid.UUID]:
+        """Cancel streaming jobs whose stream went silent: the host that held it died (SIGKILL, power).
+
+        A stream that breaks while its host lives is cancelled by that host at once; this covers the
+        host itself going away, which would otherwise leave the job open for ever. Records already
+        ingested stay; the pending ones are cancelled. Any host may sweep; returns the jobs cancelled.
+        """
+        async with self.db.begin() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    f"UPDATE {JOBS} SET status = 'cancelled', finished_at = now(), updated_at = now(), "
+                    "error_code = 'stream_interrupted', error = 'the stream feeding this job stopped "
+                    "without closing (its host went away); the records received before are ingested' "
+                    "WHERE NOT input_complete AND status IN ('queued', 'running') "
+                    "AND updated_at < now() - make_interval(secs => :stale) RETURNING id"
+                ),
+                {"stale": self.settings.stream_stale_seconds},
+            )
+            swept = [row[0] for row in rows]
+            for job_id in swept:
+                await _cancel_pending(conn, job_id)
+        for job_id in swept:
+            log.warning("streaming job %s cancelled: its stream went silent (host gone)", job_id)
+            self._forget(job_id)
+            self.events.finished(job_id)
+        return swept
+
+    async def _sweep_streams(self) -> None:
+        interval = max(1.0, self.settings.stream_stale_seconds / 3)
+        while True:
+            try:
+                await self.sweep_interrupted_streams()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweeping interrupted streaming jobs failed; trying again later")
+            await asyncio.sleep(interval)
 
     async def close_input(self, tenant_id: str, job_id: uuid.UUID) -> None:
         async with self.db.begin() as conn:

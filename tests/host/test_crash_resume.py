@@ -181,3 +181,88 @@ async def test_killed_host_resumes_the_job_without_duplicates(
     assert mismatched == 0
     assert duplicated_texts == 0
     assert versions == 1, "no document was written twice"
+
+
+async def test_a_stream_whose_host_dies_is_cancelled_by_the_next_host(
+    tmp_path: Path, database_url: str, db_engine: AsyncEngine
+) -> None:
+    """SIGKILL while a client streams records: the job must not stay open for ever."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIER_")}
+    env.update(
+        {
+            "OPENTIER_DATABASE__URL": database_url,
+            "OPENTIER_DATA_DIR": str(tmp_path / "state"),
+            "OPENTIER_HOST__PORT": "0",
+            "OPENTIER_HOST__TOKEN": TOKEN,
+            "OPENTIER_INGESTION__EMBEDDER": "minilm",
+            "OPENTIER_INGESTION__STREAM_STALE_SECONDS": "2",
+        }
+    )
+    tenant = f"stream-crash-{uuid.uuid4().hex[:8]}"
+    caller = common_pb2.Caller(tenant_id=tenant, user_id="tester")
+    auth = bearer_metadata(TOKEN)
+    host, target = start_host(env)
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            collection = await collections_pb2_grpc.CollectionServiceStub(channel).CreateCollection(
+                collections_pb2.CreateCollectionRequest(caller=caller, name="stream"),
+                metadata=auth,
+                timeout=30,
+            )
+            sent = asyncio.Event()
+            hang = asyncio.Event()  # never set: the client keeps the stream open
+
+            async def records():  # type: ignore[no-untyped-def]
+                yield ingest_pb2.IngestStreamRequest(
+                    caller=caller, start=ingest_pb2.IngestStreamStart(collection_id=collection.id)
+                )
+                for i in range(300):
+                    yield ingest_pb2.IngestStreamRequest(
+                        caller=caller,
+                        record=ingest_pb2.IngestRecord(
+                            source=f"r{i}", text=f"Record {i} about wing flutter."
+                        ),
+                    )
+                sent.set()
+                await hang.wait()
+
+            call = ingest_pb2_grpc.IngestServiceStub(channel).IngestStream(records(), metadata=auth)
+            job_id = dict(await call.initial_metadata())["opentier-job-id"]
+            await asyncio.wait_for(sent.wait(), 30)
+            deadline = time.monotonic() + 60
+            while (await job_state(target, tenant, job_id)).counts.items_done < 1:
+                assert time.monotonic() < deadline, "no record was ingested"
+                await asyncio.sleep(0.1)
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait(timeout=10)
+            call.cancel()
+    finally:
+        if host.poll() is None:
+            os.killpg(host.pid, signal.SIGKILL)
+            host.wait()
+
+    host, target = start_host(env)
+    try:
+        deadline = time.monotonic() + 30
+        while (job := await job_state(target, tenant, job_id)).status != ingest_pb2.JOB_STATUS_CANCELLED:
+            assert time.monotonic() < deadline, f"the interrupted stream's job stayed open: {job}"
+            await asyncio.sleep(0.2)
+        assert job.error.code == "stream_interrupted"
+    finally:
+        os.killpg(host.pid, signal.SIGINT)
+        assert host.wait(timeout=30) == 0
+
+    async with db_engine.connect() as conn:
+        pending, ready = (
+            await conn.execute(
+                sa.text(
+                    "SELECT count(*) FILTER (WHERE i.status = 'pending'), "
+                    "(SELECT count(*) FROM intelligence.documents d JOIN intelligence.ingestion_jobs j "
+                    " ON j.collection_id = d.collection_id WHERE j.id = :id AND d.status = 'ready') "
+                    "FROM intelligence.ingestion_items i WHERE i.job_id = :id"
+                ),
+                {"id": job_id},
+            )
+        ).one()
+    assert pending == 0, "no item is left pending"
+    assert ready >= 1, "the records ingested before the kill stay"

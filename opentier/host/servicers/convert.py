@@ -11,6 +11,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from opentier.components import SearchHit, SearchQuery
 from opentier.engine.collections import CollectionInfo
 from opentier.engine.documents import DocumentInfo
 from opentier.engine.jobs import ItemSpec, JobCounts, JobInfo, JobOptions
@@ -21,6 +22,7 @@ from opentier.generated.intelligence.v1 import (
     common_pb2,
     documents_pb2,
     ingest_pb2,
+    search_pb2,
 )
 
 # -- caller ---------------------------------------------------------------------------------------
@@ -247,7 +249,7 @@ def job_pb(job: JobInfo) -> ingest_pb2.IngestJob:
         source=job_source(job.source),
         options=options_pb(job.options),
         counts=counts_pb(job.counts),
-        error=error(job.error_code, job.error) if job.status == "failed" else None,
+        error=error(job.error_code, job.error) if job.error_code else None,
         created_by=job.created_by or "",
         created_at=timestamp(job.created_at),
         started_at=timestamp(job.started_at),
@@ -320,3 +322,37 @@ def _record_details(record: ingest_pb2.IngestRecord) -> dict[str, Any]:
     if record.HasField("metadata"):
         details["metadata"] = dict_of(record.metadata)
     return details
+
+
+# -- search ---------------------------------------------------------------------------------------
+
+
+def search_query(request: search_pb2.SearchRequest, tenant_id: str) -> SearchQuery:
+    """The engine's query for a SearchRequest; ``top_k`` 0 stays 0 (the configured default)."""
+    return SearchQuery(
+        text=request.query,
+        tenant_id=tenant_id,
+        collection_ids=list(request.collection_ids),
+        top_k=request.top_k,
+        filters=dict_of(request.filters) if request.HasField("filters") else None,
+        options=dict_of(request.options) if request.HasField("options") else {},
+    )
+
+
+def search_hit_pb(hit: SearchHit) -> search_pb2.SearchHit:
+    span = None
+    if hit.char_start is not None and hit.char_end is not None:
+        span = common_pb2.TextSpan(char_start=hit.char_start, char_end=hit.char_end)
+    return search_pb2.SearchHit(
+        chunk_id=hit.chunk_id,
+        document_id=hit.document_id,
+        collection_id=hit.collection_id,
+        score=hit.score,
+        source=hit.source,
+        title=hit.title or "",
+        heading_path=list(hit.heading_path),
+        page=hit.page,
+        text=hit.text,
+        span=span,
+        metadata=struct_of(dict(hit.metadata)),
+    )

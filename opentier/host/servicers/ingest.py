@@ -118,12 +118,15 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             created_by=user_of(first.caller),
             input_complete=False,
         )
+        heartbeat = asyncio.create_task(self._keep_alive(job.id), name=f"stream-heartbeat-{job.id}")
         try:
             await context.send_initial_metadata(((JOB_ID_KEY, str(job.id)),))
             await self._receive(tenant, job.id, request_iterator)
         except BaseException:
             await self._abandon(tenant, job.id)
             raise
+        finally:
+            heartbeat.cancel()
         return job_pb(await self._ingestion.wait(tenant, job.id))
 
     async def _receive(
@@ -145,6 +148,16 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         if batch:
             await self._ingestion.add_items(tenant, job_id, ordinal, batch)
         await self._ingestion.close_input(tenant, job_id)
+
+    async def _keep_alive(self, job_id: uuid.UUID) -> None:
+        """While the stream is open, tell other hosts it is (a silent one is swept when we die)."""
+        interval = max(0.5, self._ingestion.settings.stream_stale_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._ingestion.keep_stream_alive(job_id)
+            except Exception:
+                log.exception("could not record that the stream of job %s is alive", job_id)
 
     async def _abandon(self, tenant: str, job_id: uuid.UUID) -> None:
         """Cancel a stream's job whose input will never be complete, even while being cancelled."""
