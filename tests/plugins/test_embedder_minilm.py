@@ -125,6 +125,13 @@ async def test_counted_texts_embed_exactly_as_uncounted_ones(embedder: Embedder)
     np.testing.assert_array_equal(reused, fresh)
 
 
+def test_parallel_runs_give_the_vectors_of_one_run_at_a_time() -> None:
+    texts = [TEXTS[i % len(TEXTS)] + f" variant {i}" for i in range(100)]
+    serial = MiniLMEmbedder(MiniLMOptions(parallel_runs=1))
+    parallel = MiniLMEmbedder(MiniLMOptions(parallel_runs=3, batch_size=4))
+    np.testing.assert_allclose(parallel.encode(texts), serial.encode(texts), atol=1e-6)
+
+
 async def test_order_is_kept_with_mixed_lengths(embedder: Embedder) -> None:
     rng = np.random.default_rng(7)
     texts = [TEXTS[i] for i in rng.permutation(len(TEXTS))] + [TEXTS[-1], "x " * 200, TEXTS[0]]
@@ -297,7 +304,7 @@ def test_startup_with_a_wrong_model_file_fails_when_preloading(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"batch": 8}, "unknown option.*batch; known: intra_op_threads, batch_size"),
+        ({"batch": 8}, "unknown option.*batch; known: parallel_runs, intra_op_threads, batch_size"),
         ({"batch_size": 0}, "batch_size must be a whole number >= 1"),
         ({"intra_op_threads": "2"}, "intra_op_threads must be a whole number"),
         ({"preload": "yes"}, "preload must be true or false"),

@@ -12,6 +12,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,16 +70,20 @@ class MiniLMEmbedder(Embedder):
         # Two locks, so that counting tokens never waits for the (slower) model load.
         self._load_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()
-        # One onnxruntime run at a time: each run already uses every intra-op thread, and concurrent
-        # runs would oversubscribe the cores.
-        self._run_lock = threading.Lock()
+        # Data parallelism: ``parallel_runs`` batches in flight, each single-threaded by default. On
+        # a small model this beats one run on every core (no barrier between the threads of each
+        # operator, nothing to spin-wait for), and it degrades gracefully when other work shares the
+        # cores. The semaphore keeps concurrent callers from oversubscribing them.
+        self.parallel_runs = available_cores()
+        self._runs = threading.BoundedSemaphore(self.parallel_runs)
+        self._pool: ThreadPoolExecutor | None = None
         self._session: onnxruntime.InferenceSession | None = None
         self._tokenizers: _Tokenizers | None = None
         # The chunker counts every chunk's text just before the pipeline embeds it: keeping the ids
         # spares tokenizing it twice. Taken out when used; the oldest go first when it is full.
         self._counted: OrderedDict[str, list[int]] = OrderedDict()
         self._counted_lock = threading.Lock()
-        self.intra_op_threads = available_cores()
+        self.intra_op_threads = 1
         self.model_path: Path | None = None
         self.configure(options or MiniLMOptions())
 
@@ -89,6 +94,13 @@ class MiniLMEmbedder(Embedder):
                 self.batch_size = options.batch_size
             if options.max_batch_tokens is not None:
                 self.max_batch_tokens = options.max_batch_tokens
+            runs = options.parallel_runs or self.parallel_runs
+            if runs != self.parallel_runs:
+                self.parallel_runs = runs
+                self._runs = threading.BoundedSemaphore(runs)
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)
+                    self._pool = None
             threads = options.intra_op_threads or self.intra_op_threads
             model_path = options.model_path or self.model_path
             if (threads, model_path) != (self.intra_op_threads, self.model_path):
@@ -166,17 +178,33 @@ class MiniLMEmbedder(Embedder):
         encodings = self._token_ids(texts)
         lengths = np.fromiter((len(ids) for ids in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable") if sort_by_length else np.arange(len(encodings))
-        for rows in self._batches(order, lengths):
+
+        def run(rows: IntArray) -> None:
             input_ids, attention_mask = _pad([encodings[i] for i in rows])
             feeds = {
                 "input_ids": input_ids,
                 "attention_mask": attention_mask,
                 "token_type_ids": np.zeros_like(input_ids),
             }
-            with self._run_lock:
+            with self._runs:
                 (hidden,) = session.run(["last_hidden_state"], feeds)
             result[rows] = mean_pool_normalise(hidden, attention_mask)
+
+        batches = list(self._batches(order, lengths))
+        if len(batches) == 1 or self.parallel_runs == 1:
+            for rows in batches:
+                run(rows)
+        else:
+            # Rows of different batches never overlap, so the runs write ``result`` independently.
+            for future in [self._get_pool().submit(run, rows) for rows in batches]:
+                future.result()
         return result
+
+    def _get_pool(self) -> ThreadPoolExecutor:
+        with self._load_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.parallel_runs, thread_name_prefix="minilm-run")
+            return self._pool
 
     def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's ids as the model takes them (truncated), from the counted ones when kept."""

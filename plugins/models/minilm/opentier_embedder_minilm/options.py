@@ -10,7 +10,7 @@ from typing import Any
 
 from opentier.errors import ConfigError
 
-OPTION_KEYS = ("intra_op_threads", "batch_size", "max_batch_tokens", "model_path", "preload")
+OPTION_KEYS = ("parallel_runs", "intra_op_threads", "batch_size", "max_batch_tokens", "model_path", "preload")
 
 
 def available_cores() -> int:
@@ -24,7 +24,9 @@ def available_cores() -> int:
 class MiniLMOptions:
     """Validated options; ``None`` keeps the embedder's default."""
 
-    #: onnxruntime intra-op threads (the calling thread included); default: every available core.
+    #: onnxruntime runs (batches) in flight at once, each on its own thread; default: every core.
+    parallel_runs: int | None = None
+    #: onnxruntime intra-op threads of each run (the calling thread included); default 1.
     intra_op_threads: int | None = None
     #: Most texts per onnxruntime run.
     batch_size: int | None = None
@@ -51,6 +53,7 @@ class MiniLMOptions:
         if not isinstance(preload, bool):
             raise ConfigError(f"[plugins.options.minilm] preload must be true or false, not {preload!r}")
         return cls(
+            parallel_runs=_positive_int(raw, "parallel_runs"),
             intra_op_threads=_positive_int(raw, "intra_op_threads"),
             batch_size=_positive_int(raw, "batch_size"),
             max_batch_tokens=_positive_int(raw, "max_batch_tokens"),
