@@ -115,7 +115,8 @@ def main() -> int:
         f"{lengths['sentences'].mean():.0f} tokens); {available_cores()} cores; best of {args.repeat}"
     )
     print(
-        f"ours: minilm {ours.version}, onnxruntime {ours.intra_op_threads} threads, batch_size "
+        f"ours: minilm {ours.version}, onnxruntime {ours.parallel_runs} parallel runs x "
+        f"{ours.intra_op_threads} threads, batch_size "
         f"{ours.batch_size}, max_batch_tokens {ours.max_batch_tokens}\n"
     )
 
