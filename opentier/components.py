@@ -156,7 +156,8 @@ class SearchQuery:
     text: str
     tenant_id: str
     collection_ids: Sequence[str]
-    top_k: int = 8
+    #: Hits wanted; 0 means the configured ``retrieval.top_k``. Retrievers always get the resolved number.
+    top_k: int = 0
     #: Metadata filter (see ``docs/retrieval.md``); already compiled into the context's scope.
     filters: Mapping[str, Any] | None = None
     #: Retriever-specific options of the request.

@@ -106,6 +106,166 @@ class GatewaySettings(Section):
     host_deadline_seconds: float = Field(
         default=30.0, gt=0, description="Deadline of each unary call the gateway makes to the host."
     )
+    host_targets: list[str] = Field(
+        default_factory=list,
+        description="gRPC targets of the intelligence hosts (`host:port`, `unix:/path`); calls go round "
+        "robin over them. Empty: the local host at host.address/host.port.",
+    )
+    host_channels: int = Field(
+        default=2, ge=1, le=64, description="gRPC channels opened to each host target (round robin)."
+    )
+    retry_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Tries of an idempotent call (get, list, search) whose host was unavailable; "
+        "writes and streams are tried once.",
+    )
+    retry_initial_backoff_seconds: float = Field(
+        default=0.1, gt=0, description="Wait before the first retry; doubled each time, with full jitter."
+    )
+    retry_max_backoff_seconds: float = Field(default=2.0, gt=0, description="Longest wait between retries.")
+    retry_after_seconds: int = Field(
+        default=5, ge=1, description="`Retry-After` of a 503 answered while the host is unavailable."
+    )
+    max_upload_bytes: int = Field(
+        default=50 * 1024 * 1024,
+        ge=1,
+        description="Largest document upload (POST /v1/collections/{id}/documents) in bytes; a larger "
+        "one is refused with 413 `upload_too_large` as soon as the limit is passed. Keep it below "
+        "host.max_message_bytes.",
+    )
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest JSON request body of the other routes, in bytes."
+    )
+    metrics: bool = Field(default=True, description="Serve Prometheus metrics at /metrics.")
+    tracing: Literal["none", "console", "otlp"] = Field(
+        default="none",
+        description="Where OpenTelemetry spans go: nowhere, to standard output, or to an OTLP/HTTP "
+        "collector at `otlp_endpoint`. Trace context is propagated to the host in every case.",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces endpoint used when tracing is `otlp`.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Gateway log lines: one JSON object each (with request_id) or text."
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="On SIGINT/SIGTERM, how long in-flight requests may take to finish before the "
+        "gateway stops.",
+    )
+    readiness_timeout_seconds: float = Field(
+        default=2.0, gt=0, description="Time limit of the host health check behind /readyz."
+    )
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> GatewaySettings:
+        if self.retry_max_backoff_seconds < self.retry_initial_backoff_seconds:
+            raise ValueError(
+                f"gateway.retry_max_backoff_seconds ({self.retry_max_backoff_seconds}) must not be below "
+                f"gateway.retry_initial_backoff_seconds ({self.retry_initial_backoff_seconds})"
+            )
+        return self
+
+
+class AuthSettings(Section):
+    """Gateway identity: sign-up, token lifetimes, login throttling, passwords and API keys."""
+
+    signup: Literal["closed", "open"] = Field(
+        default="closed",
+        description="`closed`: only an admin creates users. `open`: anyone may sign up, as a member, "
+        "into one of `signup_tenants`.",
+    )
+    signup_tenants: list[str] = Field(
+        default_factory=lambda: ["default"],
+        description="Tenants (by name) that open sign-up may join; created on the first sign-up.",
+    )
+    default_tenant: str = Field(
+        default="default", description="Tenant a login or sign-up names when it names none."
+    )
+    issuer: str = Field(default="opentier", description="`iss` claim of access tokens, checked on each use.")
+    audience: str = Field(
+        default="opentier-api", description="`aud` claim of access tokens, checked on each use."
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
+        default="HS256",
+        description="Signature algorithm of access tokens; tokens signed otherwise (`none` included) are "
+        "refused.",
+    )
+    access_token_ttl_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=86400,
+        description="Lifetime of an access token (short: it is not revocable "
+        "one by one, only with its session).",
+    )
+    refresh_token_ttl_seconds: int = Field(
+        default=30 * 86400,
+        ge=60,
+        description="Lifetime of a refresh token; each use replaces it with a fresh one.",
+    )
+    clock_skew_seconds: int = Field(
+        default=30, ge=0, le=600, description="Leeway for `exp`/`nbf`/`iat` between gateway clocks."
+    )
+    login_limit_per_account: str = Field(
+        default="10 per 15 minutes",
+        description="Failed sign-ins allowed per account (tenant + email), in `limits` notation "
+        "(`5 per minute; 20 per hour`); then 429 with Retry-After.",
+    )
+    login_limit_per_address: str = Field(
+        default="50 per 15 minutes",
+        description="Failed sign-ins allowed per client address, in `limits` notation.",
+    )
+    throttle_storage: str = Field(
+        default="memory://",
+        description="`limits` storage URI of the login throttle; use a shared one (`redis://...`) when "
+        "several gateways run.",
+    )
+    trusted_proxies: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        description="Reverse proxies in front of the gateway whose X-Forwarded-For entries are trusted "
+        "for the client address; 0 uses the connection's address.",
+    )
+    password_min_length: int = Field(default=12, ge=8, le=128, description="Shortest password accepted.")
+    password_max_length: int = Field(
+        default=1024, ge=64, le=65536, description="Longest password accepted (bounds hashing work)."
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, le=20, description="argon2id iterations.")
+    argon2_memory_kib: int = Field(
+        default=65536, ge=1024, le=4 * 1024 * 1024, description="argon2id memory per hash, in KiB."
+    )
+    argon2_parallelism: int = Field(default=4, ge=1, le=64, description="argon2id lanes.")
+    api_key_default_ttl_days: int | None = Field(
+        default=365,
+        ge=1,
+        description="Expiry of an API key created without one, in days; none = never expires.",
+    )
+    api_key_max_ttl_days: int | None = Field(
+        default=None, ge=1, description="Longest expiry a new API key may ask for, in days; none = no bound."
+    )
+    api_key_touch_seconds: int = Field(
+        default=60,
+        ge=0,
+        description="An API key's last-used time is written at most this often (not on every request).",
+    )
+
+    @model_validator(mode="after")
+    def _limits_parse(self) -> AuthSettings:
+        from limits import parse_many
+
+        for key in ("login_limit_per_account", "login_limit_per_address"):
+            try:
+                parse_many(getattr(self, key))
+            except ValueError as err:
+                raise ValueError(f"auth.{key}: {err}") from None
+        if self.password_min_length > self.password_max_length:
+            raise ValueError("auth.password_min_length must not exceed auth.password_max_length")
+        return self
 
 
 class PluginSettings(Section):
@@ -192,27 +352,219 @@ class IngestionSettings(Section):
 
 
 class RetrievalSettings(Section):
-    retriever: str = Field(default="hybrid", description="Default retriever component name.")
-    top_k: int = Field(default=8, ge=1, le=1000, description="Chunks returned by default.")
-    rrf_k: int = Field(default=60, ge=1, description="The k of reciprocal rank fusion.")
+    retriever: str = Field(
+        default="hybrid", description="Default retriever component name (a request may name another)."
+    )
+    top_k: int = Field(default=8, ge=1, le=1000, description="Chunks returned when a request does not say.")
+    max_top_k: int = Field(
+        default=200,
+        ge=1,
+        le=1000,
+        description="Most chunks one search returns; a larger request is clamped to it.",
+    )
+    reranker: str | None = Field(
+        default=None,
+        description="Reranker component applied to every search (e.g. `diversify`); none by default. "
+        "A request may name one.",
+    )
+    rerank_candidates: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Candidates the retriever returns for the reranker to reorder (at least top_k).",
+    )
+    rrf_k: int = Field(
+        default=60, ge=1, description="The k of reciprocal rank fusion: score = weight / (k + rank)."
+    )
+    hybrid_weights: dict[str, float] = Field(
+        default_factory=lambda: {"vector": 1.0, "fulltext": 1.0},
+        description="Retrievers the `hybrid` retriever fuses, with the weight of each.",
+    )
+    hybrid_depth: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Candidates each part of `hybrid` returns before fusion (at least top_k).",
+    )
     ef_search: int = Field(
         default=100,
         ge=1,
         le=1000,
-        description="pgvector hnsw.ef_search: higher finds more, slower.",
+        description="pgvector hnsw.ef_search: higher finds more, slower (raised to k when smaller).",
     )
+    iterative_scan: Literal["off", "relaxed_order", "strict_order"] = Field(
+        default="relaxed_order",
+        description="pgvector hnsw.iterative_scan: keep scanning the index until k chunks pass the "
+        "tenant, collection and metadata conditions (`off` may return fewer under a selective filter).",
+    )
+    max_scan_tuples: int = Field(
+        default=20000,
+        ge=1,
+        description="pgvector hnsw.max_scan_tuples: most index tuples one iterative scan visits.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RetrievalSettings:
+        if self.top_k > self.max_top_k:
+            raise ValueError(
+                f"retrieval.top_k ({self.top_k}) must not exceed retrieval.max_top_k ({self.max_top_k})"
+            )
+        for name, weight in self.hybrid_weights.items():
+            if not weight >= 0:
+                raise ValueError(f"retrieval.hybrid_weights.{name} must be 0 or more, not {weight}")
+        if not any(self.hybrid_weights.values()):
+            raise ValueError("retrieval.hybrid_weights needs at least one retriever with a weight above 0")
+        return self
 
 
 class ChatSettings(Section):
-    llm: str = Field(default="local", description="LLM component name.")
-    max_output_tokens: int = Field(default=1024, ge=1, description="Longest answer, in tokens.")
-    system_prompt: str | None = Field(default=None, description="Replaces the built-in system prompt.")
+    """Chat orchestration: the model, the prompt and its budget, citations, rewriting and time limits.
+
+    Templates are Python format strings; their placeholders are listed in each description and checked
+    at start-up, so a typo stops the host instead of failing the first chat.
+    """
+
+    llm: str = Field(default="extractive", description="LLM component name used when a request names none.")
+    allowed_llms: list[str] = Field(
+        default_factory=list,
+        description="Other LLM names a chat request may choose; `*` allows every installed LLM; empty "
+        "refuses any request naming an LLM other than `llm`.",
+    )
+    max_output_tokens: int = Field(
+        default=1024, ge=1, description="Longest answer, in tokens; a request may ask for fewer, not more."
+    )
+    temperature: float = Field(
+        default=0.0, ge=0.0, le=2.0, description="Sampling temperature when a request gives none."
+    )
+    max_message_chars: int = Field(
+        default=16000, ge=1, description="Longest user message accepted, in characters."
+    )
+    history_messages: int = Field(
+        default=10,
+        ge=0,
+        le=200,
+        description="Earlier messages of the conversation put in the prompt (a request may say otherwise).",
+    )
+    history_max_share: float = Field(
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="Most of the prompt budget (context window minus system prompt, question and "
+        "answer) the history may take; the oldest messages go first, the sources get the rest.",
+    )
+    system_prompt: str | None = Field(
+        default=None, description="Replaces the built-in system prompt (docs/chat.md shows it)."
+    )
+    source_template: str = Field(
+        default="[{number}] {label}\n{text}",
+        description="How each numbered source is written into the prompt. Placeholders: {number}, "
+        "{label} (title, section and page), {title}, {source}, {page}, {section}, {text}.",
+    )
+    question_template: str = Field(
+        default="Sources:\n\n{sources}\n\nAnswer from the sources above and cite them by number, "
+        "like [1].\n\nQuestion: {question}",
+        description="The last user message of the prompt when sources were found. Placeholders: "
+        "{sources}, {question}.",
+    )
+    no_sources_template: str = Field(
+        default="No source in the searched documents covers this question. Say so first; then answer "
+        "only what you are sure of, and cite nothing.\n\nQuestion: {question}",
+        description="The last user message when retrieval found nothing relevant and `no_sources` is "
+        "`answer`. Placeholder: {question}.",
+    )
+    rewrite: Literal["off", "terms", "llm"] = Field(
+        default="terms",
+        description="How a follow-up becomes the retrieval query: `off` (the message as is), `terms` "
+        "(the message plus the key terms of the previous question; no model) or `llm` (the chat model "
+        "rewrites it; one more call).",
+    )
+    rewrite_prompt: str = Field(
+        default="Rewrite the last question as one standalone search query that names what it refers "
+        "to. Reply with the query only.\n\nConversation:\n{history}\n\nLast question: {question}",
+        description="Prompt of the `llm` rewrite. Placeholders: {history}, {question}.",
+    )
+    rewrite_terms: int = Field(
+        default=6, ge=1, le=50, description="Key terms of the previous question added by the `terms` rewrite."
+    )
+    citation_mode: Literal["drop", "flag"] = Field(
+        default="drop",
+        description="A citation marker naming a source that was not given to the model is never a "
+        "citation: `drop` removes it from the text, `flag` rewrites it with `citation_flag_format`.",
+    )
+    citation_flag_format: str = Field(
+        default="{number}?",
+        description="How `flag` writes a number that names no source, inside its brackets: [7] → [7?]. "
+        "Placeholder: {number}.",
+    )
+    min_scores: dict[str, float] = Field(
+        default_factory=dict,
+        description="Least retrieval score a hit needs to be given to the model, by retriever name, on "
+        "that retriever's own scale (e.g. {vector = 0.25}, cosine similarity); a retriever not listed "
+        "keeps every hit (`hybrid` scores are ranks, not relevance).",
+    )
+    no_sources: Literal["refuse", "answer"] = Field(
+        default="refuse",
+        description="When retrieval ran and no hit passed `min_scores`: `refuse` answers "
+        "`no_sources_answer` without calling the model; `answer` lets the model answer, told that no "
+        "source covers the question.",
+    )
+    no_sources_answer: str = Field(
+        default="The documents I searched do not cover this question, so I cannot answer it from them.",
+        description="The answer given when `no_sources` is `refuse` and nothing relevant was found.",
+    )
+    deadline_seconds: float = Field(
+        default=120.0, gt=0, description="Longest a chat turn may take, retrieval and answer together."
+    )
+    stall_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A model that sends nothing for this long (first token included) ends the turn "
+        "with the error llm_timeout.",
+    )
+    close_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest wait for a model's stream to close after a cancel or an error.",
+    )
+    title_chars: int = Field(
+        default=80, ge=8, le=500, description="A new conversation is titled with its first message, cut here."
+    )
     anthropic_api_key: SecretStr | None = Field(
         default=None, description="Key for the Claude LLM plugin (environment only)."
     )
     openai_api_key: SecretStr | None = Field(
         default=None, description="Key for an OpenAI-compatible LLM server (environment only)."
     )
+
+    @model_validator(mode="after")
+    def _templates_have_known_placeholders(self) -> ChatSettings:
+        sample = {
+            "number": 1,
+            "label": "",
+            "title": "",
+            "source": "",
+            "page": "",
+            "section": "",
+            "text": "",
+            "sources": "",
+            "question": "",
+            "history": "",
+        }
+        templates = {
+            "source_template": self.source_template,
+            "question_template": self.question_template,
+            "no_sources_template": self.no_sources_template,
+            "rewrite_prompt": self.rewrite_prompt,
+            "citation_flag_format": self.citation_flag_format,
+        }
+        for key, template in templates.items():
+            try:
+                template.format(**sample)
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"chat.{key} has an unknown or malformed placeholder: {err}") from None
+        if "{question}" not in self.question_template:
+            raise ValueError("chat.question_template must contain {question}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -239,6 +591,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     host: HostSettings = Field(default_factory=HostSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

@@ -185,3 +185,32 @@ class LLMRequestError(LLMError):
 
     code = "llm_request_invalid"
     grpc_status = "INVALID_ARGUMENT"
+
+
+class PermissionDeniedError(OpenTierError):
+    """The caller is known but may not do this (a missing scope, a member on an admin route)."""
+
+    code = "permission_denied"
+    grpc_status = "PERMISSION_DENIED"
+
+
+class RateLimitedError(OpenTierError):
+    """Too many attempts or requests; ``retry_after`` says when trying again may work (seconds)."""
+
+    code = "rate_limited"
+    grpc_status = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HostUnavailableError(OpenTierError):
+    """The gateway cannot reach a healthy intelligence host; trying again later may work."""
+
+    code = "host_unavailable"
+    grpc_status = "UNAVAILABLE"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

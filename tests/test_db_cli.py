@@ -10,6 +10,9 @@ from sqlalchemy.engine import make_url
 
 from opentier.cli import main
 from opentier.db.embedded import EmbeddedPostgres
+from opentier.db.migrate import head_revisions
+
+HEADS = head_revisions(["gateway", "intelligence"])
 
 
 @pytest.fixture
@@ -28,11 +31,11 @@ def test_embedded_start_status_stop(embedded_dir: Path) -> None:
         assert started.exit_code == 0, started.output
         assert "state:        running" in started.output
         assert f"host={embedded_dir / 'socket'}".replace("/", "%2F") in started.output
-        assert "intelligence: 0003 (up to date)" in started.output
+        assert f"intelligence: {HEADS['intelligence']} (up to date)" in started.output
 
         status = runner.invoke(main, ["db", "status"])
         assert status.exit_code == 0, status.output
-        assert "gateway:      0001 (up to date)" in status.output
+        assert f"gateway:      {HEADS['gateway']} (up to date)" in status.output
 
         stopped = runner.invoke(main, ["db", "stop"])
         assert stopped.exit_code == 0 and "stopped the PostgreSQL" in stopped.output
@@ -58,7 +61,7 @@ def test_external_server_is_never_started(embedded_dir: Path, database_url: str)
 
     migrated = runner.invoke(main, ["db", "migrate", "--side", "gateway"])
     assert migrated.exit_code == 0, migrated.output
-    assert "gateway:      0001 (up to date)" in migrated.output
+    assert f"gateway:      {HEADS['gateway']} (up to date)" in migrated.output
 
     status = runner.invoke(main, ["db", "status"])
     assert status.exit_code == 0, status.output

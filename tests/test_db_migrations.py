@@ -25,7 +25,16 @@ from opentier.db.vector_index import distance_sql, ensure_vector_index, vector_i
 from opentier.errors import DatabaseError, MigrationError
 
 EXPECTED_TABLES = {
-    "gateway": {"alembic_version", "tenants"},
+    "gateway": {
+        "alembic_version",
+        "tenants",
+        "users",
+        "auth_sessions",
+        "refresh_tokens",
+        "api_keys",
+        "login_attempts",
+        "audit_log",
+    },
     "intelligence": {
         "alembic_version",
         "collections",
@@ -33,6 +42,11 @@ EXPECTED_TABLES = {
         "chunks",
         "ingestion_jobs",
         "ingestion_items",
+        "fulltext_terms",
+        "fulltext_totals",
+        "fulltext_pending",
+        "conversations",
+        "messages",
     },
 }
 

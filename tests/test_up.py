@@ -1,5 +1,6 @@
-"""The README's run command, end to end: `opentier up` brings up PostgreSQL and the host, answers
-SERVING, and one Ctrl-C (SIGINT to the process group, as a terminal sends it) stops everything."""
+"""The README's run command, end to end: `opentier up` brings up PostgreSQL, the host and the gateway,
+answers SERVING and ready, and one Ctrl-C (SIGINT to the process group, as a terminal sends it) stops
+everything."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -52,7 +54,13 @@ def read_until(process: subprocess.Popen[str], pattern: str, timeout: float) -> 
 )
 def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENTIER_")}
-    env.update({"OPENTIER_DATA_DIR": str(tmp_path / "state"), "OPENTIER_HOST__PORT": "0"})
+    env.update(
+        {
+            "OPENTIER_DATA_DIR": str(tmp_path / "state"),
+            "OPENTIER_HOST__PORT": "0",
+            "OPENTIER_GATEWAY__PORT": "0",
+        }
+    )
     process = subprocess.Popen(
         [str(OPENTIER), "up"],
         stdout=subprocess.PIPE,
@@ -64,8 +72,14 @@ def test_up_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     )
     try:
         target = read_until(process, r"^host: (\S+) ", timeout=120).group(1)
+        gateway = read_until(process, r"^gateway: (http://\S+) ", timeout=30).group(1)
         read_until(process, r"OpenTier is up", timeout=10)
         assert asyncio.run(check_health(target, 5.0)) == "SERVING"
+        ready = httpx.get(f"{gateway}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert httpx.get(f"{gateway}/openapi.json", timeout=10).json()["openapi"].startswith("3.")
+        secret = tmp_path / "state" / "jwt.secret"
+        assert secret.stat().st_mode & 0o077 == 0, "the token-signing secret is private"
         data_dir = (tmp_path / "state" / "postgres").resolve()
         assert postgres_processes(data_dir), "the embedded PostgreSQL is not running"
 

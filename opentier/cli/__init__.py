@@ -69,14 +69,19 @@ pass_state = click.make_pass_decorator(CliState)
 
 def _register_commands() -> None:
     from opentier.cli import (
+        chat_cmd,
         collections_cmd,
         config_cmd,
+        conversations_cmd,
         db_cmd,
         documents_cmd,
+        eval_cmd,
+        gateway_cmd,
         host_cmd,
         ingest_cmd,
         jobs_cmd,
         plugins_cmd,
+        search_cmd,
         up_cmd,
     )
 
@@ -86,10 +91,15 @@ def _register_commands() -> None:
         collections_cmd.command,
         documents_cmd.command,
         jobs_cmd.command,
+        search_cmd.command,
+        chat_cmd.command,
+        conversations_cmd.command,
+        eval_cmd.command,
         plugins_cmd.plugins,
         config_cmd.config,
         db_cmd.command,
         host_cmd.command,
+        gateway_cmd.command,
     ):
         main.add_command(command)
 

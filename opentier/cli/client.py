@@ -23,13 +23,16 @@ from click.core import ParameterSource
 from opentier.config import Settings, env_name
 from opentier.errors import ConfigError, NotFoundError, OpenTierError
 from opentier.generated.intelligence.v1 import (
+    chat_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
     common_pb2,
+    conversations_pb2_grpc,
     documents_pb2,
     documents_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
+    search_pb2_grpc,
 )
 from opentier.host.auth import bearer_metadata
 from opentier.host.errors import ERROR_CODE_KEY
@@ -167,6 +170,9 @@ class HostClient:
         self.collections = collections_pb2_grpc.CollectionServiceStub(self._channel)
         self.documents = documents_pb2_grpc.DocumentServiceStub(self._channel)
         self.ingest = ingest_pb2_grpc.IngestServiceStub(self._channel)
+        self.search = search_pb2_grpc.SearchServiceStub(self._channel)
+        self.chat = chat_pb2_grpc.ChatServiceStub(self._channel)
+        self.conversations = conversations_pb2_grpc.ConversationServiceStub(self._channel)
         return self
 
     async def __aexit__(

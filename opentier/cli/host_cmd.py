@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
 import grpc.aio
+from opentelemetry import trace
 
 from opentier.cli import CliState, pass_state
 from opentier.config import Settings
@@ -18,6 +19,7 @@ from opentier.host.runtime import HostRuntime, require_embedded_running
 from opentier.host.server import HostServer, client_target
 from opentier.host.token import resolve_host_token, token_path
 from opentier.plugin_manager import PluginSystem, load_plugins
+from opentier.tracing import make_tracer_provider
 
 T = TypeVar("T")
 
@@ -61,7 +63,17 @@ def serve(state: CliState, address: str | None, port: int | None) -> None:
     for failure in plugins.failures:
         click.echo(f"warning: plugin {failure.name} did not load: {failure.error}", err=True)
     token = resolve_host_token(settings)
+    install_host_tracing(settings)
     run(_serve(settings, plugins, token))
+
+
+def install_host_tracing(settings: Settings) -> None:
+    """Export the host's spans as the gateway's settings say (gateway.tracing, gateway.otlp_endpoint),
+    so that a request traced at the gateway can be followed into this host."""
+    provider = make_tracer_provider(
+        settings.gateway.tracing, service_name="opentier-host", otlp_endpoint=settings.gateway.otlp_endpoint
+    )
+    trace.set_tracer_provider(provider)
 
 
 async def _serve(settings: Settings, plugins: PluginSystem, token: str) -> None:
@@ -77,8 +89,11 @@ async def _serve(settings: Settings, plugins: PluginSystem, token: str) -> None:
     click.echo("opentier host stopped", err=True)
 
 
-async def serve_until_signal(server: HostServer) -> None:
-    """Wait for SIGINT/SIGTERM (or the server ending by itself), then stop it gracefully."""
+async def serve_until_signal(server: HostServer, before_stop: Callable[[], object] | None = None) -> None:
+    """Wait for SIGINT/SIGTERM (or the server ending by itself), then stop it gracefully.
+
+    ``before_stop`` runs first (``opentier up`` stops its gateway before its host).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -88,6 +103,8 @@ async def serve_until_signal(server: HostServer) -> None:
         stopping = asyncio.ensure_future(stop.wait())
         await asyncio.wait({terminated, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
+        if before_stop is not None:
+            before_stop()
         click.echo("opentier host stopping", err=True)
         await server.stop()
         await terminated

@@ -195,6 +195,10 @@ class Ingestion:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        try:  # before the workers start, so that none claims the items of a dead stream's job
+            await self.sweep_interrupted_streams()
+        except Exception:
+            log.exception("sweeping interrupted streaming jobs failed; the sweeper tries again")
         for number in range(self.settings.workers):
             self._workers.append(asyncio.create_task(self._work(number), name=f"ingest-worker-{number}"))
         self._workers.append(asyncio.create_task(self._sweep_streams(), name="ingest-stream-sweeper"))
@@ -301,6 +305,15 @@ class Ingestion:
             swept = [row[0] for row in rows]
             for job_id in swept:
                 await _cancel_pending(conn, job_id)
+            # Items a worker held while its job was cancelled, when that host stopped before it could
+            # settle them: they would stay pending under a finished job.
+            await conn.execute(
+                sa.text(
+                    f"UPDATE {ITEMS} SET status = 'cancelled', finished_at = now() WHERE id IN "
+                    f"(SELECT i.id FROM {ITEMS} i JOIN {JOBS} j ON j.id = i.job_id "
+                    "WHERE j.status = 'cancelled' AND i.status = 'pending' FOR UPDATE OF i SKIP LOCKED)"
+                )
+            )
         for job_id in swept:
             log.warning("streaming job %s cancelled: its stream went silent (host gone)", job_id)
             self._forget(job_id)

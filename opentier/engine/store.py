@@ -161,20 +161,54 @@ async def write_many(
     chunk_rows = [
         row
         for version, chunks, vectors in entries
-        for row in _chunk_rows(version, written[version.source][0], chunks, vectors, language)
+        for row in _chunk_rows(version, written[version.source][0], chunks, vectors)
     ]
     if chunk_rows:
-        await conn.execute(_INSERT_CHUNKS, chunk_rows)
+        # One statement for the whole batch (not executemany, which is a statement per row): the
+        # statement-level triggers that keep the BM25 statistics (migration 0005) then run once.
+        columns = {name: [row[name] for row in chunk_rows] for name in _CHUNK_COLUMNS}
+        await conn.execute(
+            _INSERT_CHUNKS,
+            {
+                "tenant_id": first.tenant_id,
+                "collection_id": first.collection_id,
+                "language": language,
+                **columns,
+            },
+        )
     return [written[version.source] for version, _c, _e in entries]
+
+
+_CHUNK_COLUMNS = (
+    "document_id",
+    "ordinal",
+    "text",
+    "token_count",
+    "heading_path",
+    "page",
+    "char_start",
+    "char_end",
+    "metadata",
+    "tsv_text",
+    "embedding",
+    "dims",
+)
 
 
 _INSERT_CHUNKS = sa.text(
     f"""
     INSERT INTO {CHUNKS} (tenant_id, collection_id, document_id, ordinal, text, token_count,
         heading_path, page, char_start, char_end, metadata, tsv, embedding, embedding_dims)
-    VALUES (:tenant_id, :collection_id, :document_id, :ordinal, :text, :token_count, :heading_path,
-        :page, :char_start, :char_end, CAST(:metadata AS jsonb),
-        to_tsvector(CAST(:language AS regconfig), :tsv_text), CAST(:embedding AS vector), :dims)
+    SELECT :tenant_id, :collection_id, u.document_id, u.ordinal, u.text, u.token_count,
+        ARRAY(SELECT jsonb_array_elements_text(CAST(u.heading_path AS jsonb))), u.page, u.char_start,
+        u.char_end, CAST(u.metadata AS jsonb), to_tsvector(CAST(:language AS regconfig), u.tsv_text),
+        CAST(u.embedding AS vector), u.dims
+    FROM unnest(CAST(:document_id AS uuid[]), CAST(:ordinal AS integer[]), CAST(:text AS text[]),
+        CAST(:token_count AS integer[]), CAST(:heading_path AS text[]), CAST(:page AS integer[]),
+        CAST(:char_start AS integer[]), CAST(:char_end AS integer[]), CAST(:metadata AS text[]),
+        CAST(:tsv_text AS text[]), CAST(:embedding AS text[]), CAST(:dims AS smallint[]))
+        AS u(document_id, ordinal, text, token_count, heading_path, page, char_start, char_end, metadata,
+             tsv_text, embedding, dims)
     """
 )
 
@@ -184,18 +218,16 @@ def _chunk_rows(
     document_id: uuid.UUID,
     chunks: Sequence[Chunk],
     vectors: Sequence[Sequence[float]],
-    language: str,
 ) -> list[dict[str, Any]]:
     metadata = json.dumps(version.metadata, default=str)
     return [
         {
-            "tenant_id": version.tenant_id,
-            "collection_id": version.collection_id,
             "document_id": document_id,
             "ordinal": chunk.ordinal,
             "text": chunk.text,
             "token_count": chunk.token_count,
-            "heading_path": list(chunk.heading_path),
+            # A list per row: sent as JSON text (unnest would flatten a two-dimensional array).
+            "heading_path": json.dumps(list(chunk.heading_path)),
             "page": chunk.page,
             "char_start": chunk.char_start,
             "char_end": chunk.char_end,
@@ -204,7 +236,6 @@ def _chunk_rows(
                 if chunk.page_end != chunk.page
                 else metadata
             ),
-            "language": language,
             "tsv_text": chunk.embed_text,
             "embedding": _vector_literal(vector),
             "dims": len(vector),

@@ -1,4 +1,4 @@
-"""What the host's data services run on: the database engine and the ingestion engine.
+"""What the host's data services run on: the database engine, ingestion, search and chat.
 
 One :class:`HostRuntime` per host process. :class:`~opentier.host.server.HostServer` starts it
 before it serves and stops it after the last call ended: the ingestion workers stop (a batch in
@@ -18,9 +18,11 @@ from opentier.config import Settings
 from opentier.db.engine import create_engine
 from opentier.db.migrate import current_revisions, head_revisions
 from opentier.db.url import database_url, display_url
+from opentier.engine.chat import Chat, Conversations
 from opentier.engine.collections import Collections
 from opentier.engine.documents import Documents
 from opentier.engine.jobs import Ingestion
+from opentier.engine.search import Search
 from opentier.errors import DatabaseError, MigrationError
 from opentier.registry import Registry
 
@@ -28,10 +30,12 @@ log = logging.getLogger(__name__)
 
 #: The schema side whose tables the host reads and writes.
 SIDE = "intelligence"
+#: Seconds past a chat turn's deadline after which an unfinished answer is known to be abandoned.
+ABANDONED_MARGIN = 60.0
 
 
 class HostRuntime:
-    """The AsyncEngine, Collections, Ingestion and Documents of one host."""
+    """The AsyncEngine, Collections, Ingestion, Documents, Search and Chat of one host."""
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
@@ -39,11 +43,19 @@ class HostRuntime:
         self.collections = Collections(self.db, registry, settings.ingestion.embedder)
         self.ingestion = Ingestion(self.db, settings.ingestion, registry, self.collections)
         self.documents = Documents(self.db)
+        self.search = Search(self.db, registry, settings.retrieval, self.collections)
+        self.conversations = Conversations(self.db)
+        self.chat = Chat(settings.chat, registry, self.search, self.conversations)
         self._started = False
 
     async def start(self) -> None:
         """Check that the database answers and is migrated, then start the ingestion workers."""
         await self.check_database()
+        abandoned = await self.conversations.fail_abandoned(
+            self.settings.chat.deadline_seconds + ABANDONED_MARGIN
+        )
+        if abandoned:
+            log.warning("chat: %d answers left unfinished by a stopped host marked failed", abandoned)
         await self.ingestion.start()
         self._started = True
         log.info("ingestion: %d workers on %s", self.settings.ingestion.workers, self._where())

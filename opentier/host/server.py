@@ -1,14 +1,14 @@
 """The intelligence host: a grpc.aio server with token auth, error mapping and health.
 
-Only implemented services are registered; calling any other method of the contract (Chat,
-Search, ...) gets gRPC's own UNIMPLEMENTED, and the health service answers NOT_FOUND
-(SERVICE_UNKNOWN) for it, so a gateway can tell a missing service from a broken one. Each
-registered service, and ``""`` for the whole server, is SERVING once :meth:`HostServer.start`
-returns and NOT_SERVING from the moment :meth:`HostServer.stop` begins.
+Only implemented services are registered; calling any other method of the contract (every data
+service on a server without a runtime) gets gRPC's own UNIMPLEMENTED, and the health service
+answers NOT_FOUND (SERVICE_UNKNOWN) for it, so a gateway can tell a missing service from a broken
+one. Each registered service, and ``""`` for the whole server, is SERVING once
+:meth:`HostServer.start` returns and NOT_SERVING from the moment :meth:`HostServer.stop` begins.
 
-The data services (collections, documents, ingestion) need the database: they are registered
-when the server is given a :class:`~opentier.host.runtime.HostRuntime`, which the server then
-starts before serving and stops after the last call ended.
+The data services (collections, documents, ingestion, search, chat, conversations) need the
+database: they are registered when the server is given a :class:`~opentier.host.runtime.HostRuntime`,
+which the server then starts before serving and stops after the last call ended.
 """
 
 from __future__ import annotations
@@ -25,22 +25,32 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentier.config import Settings
 from opentier.errors import ConfigError, OpenTierError, PluginError
 from opentier.generated.intelligence.v1 import (
+    chat_pb2,
+    chat_pb2_grpc,
     collections_pb2,
     collections_pb2_grpc,
+    conversations_pb2,
+    conversations_pb2_grpc,
     documents_pb2,
     documents_pb2_grpc,
     ingest_pb2,
     ingest_pb2_grpc,
     plugins_pb2,
     plugins_pb2_grpc,
+    search_pb2,
+    search_pb2_grpc,
 )
 from opentier.host.auth import TokenAuthInterceptor
 from opentier.host.errors import ErrorMappingInterceptor
 from opentier.host.runtime import HostRuntime
+from opentier.host.servicers.chat import ChatServicer
 from opentier.host.servicers.collections import CollectionServicer
+from opentier.host.servicers.conversations import ConversationServicer
 from opentier.host.servicers.documents import DocumentServicer
 from opentier.host.servicers.ingest import IngestServicer
 from opentier.host.servicers.plugins import PluginServicer
+from opentier.host.servicers.search import SearchServicer
+from opentier.host.tracing import ServerTracingInterceptor
 from opentier.plugin_manager import PluginSystem
 
 log = logging.getLogger(__name__)
@@ -112,6 +122,9 @@ class HostServer:
         collections = CollectionServicer(runtime.collections)
         documents = DocumentServicer(runtime.documents)
         ingest = IngestServicer(runtime.ingestion)
+        search = SearchServicer(runtime.search)
+        chat = ChatServicer(runtime.chat)
+        conversations = ConversationServicer(runtime.chat)
         found += [
             (
                 service_name(collections_pb2.DESCRIPTOR, "CollectionService"),
@@ -127,6 +140,20 @@ class HostServer:
                 service_name(ingest_pb2.DESCRIPTOR, "IngestService"),
                 lambda server: ingest_pb2_grpc.add_IngestServiceServicer_to_server(ingest, server),
             ),
+            (
+                service_name(search_pb2.DESCRIPTOR, "SearchService"),
+                lambda server: search_pb2_grpc.add_SearchServiceServicer_to_server(search, server),
+            ),
+            (
+                service_name(chat_pb2.DESCRIPTOR, "ChatService"),
+                lambda server: chat_pb2_grpc.add_ChatServiceServicer_to_server(chat, server),
+            ),
+            (
+                service_name(conversations_pb2.DESCRIPTOR, "ConversationService"),
+                lambda server: conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
+                    conversations, server
+                ),
+            ),
         ]
         return found
 
@@ -136,7 +163,12 @@ class HostServer:
             raise RuntimeError("this HostServer was already started")
         host = self.settings.host
         server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(self._token), ErrorMappingInterceptor()],
+            # Tracing outermost, so that refused and failed calls have their span too.
+            interceptors=[
+                ServerTracingInterceptor(),
+                TokenAuthInterceptor(self._token),
+                ErrorMappingInterceptor(),
+            ],
             options=[
                 ("grpc.max_send_message_length", host.max_message_bytes),
                 ("grpc.max_receive_message_length", host.max_message_bytes),

@@ -252,3 +252,51 @@ async def test_near_duplicates_are_reported_or_skipped(db_engine: AsyncEngine, t
             assert rows["b.txt"].metadata["near_duplicate_of"] == "a.txt"
         else:
             assert "near-duplicate of a.txt" in rows["b.txt"].error_message
+
+
+async def test_stored_chunks_keep_heading_path_span_metadata_and_vector(
+    db_engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """What a citation needs survives the batched write: headings, spans, metadata, the vector."""
+    embedder = HashEmbedder()
+    system = load_plugins(
+        selection=PluginSelection(allow=["text", "markdown"]), extra=[("test", plugin(embedder))]
+    )
+    settings = IngestionSettings(roots=[tmp_path], workers=1, cleaners=[])
+    collections = Collections(db_engine, system.registry, "test-hash")
+    ingestion = Ingestion(db_engine, settings, system.registry, collections)
+    tenant = f"tenant-{uuid.uuid4().hex[:8]}"
+    collection = await collections.create(tenant, "cited")
+    (tmp_path / "wings.md").write_text(
+        "# Wings\n\n## Flutter\n\nFlutter starts at high speed.\n\n## Lift\n\nLift grows with angle.\n"
+    )
+    for i in range(3):
+        (tmp_path / f"note{i}.txt").write_text(f"Note {i} on drag.")
+    options = JobOptions(metadata={"year": 2024})
+    await ingestion.start()
+    try:
+        job = await ingestion.create_job(
+            tenant, collection.id, {}, options, ingestion.path_items(str(tmp_path), options)
+        )
+        job = await asyncio.wait_for(ingestion.wait(tenant, job.id), 30)
+    finally:
+        await ingestion.stop()
+    assert job.counts.created == 4
+    async with db_engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT c.heading_path, c.text, c.char_start, c.char_end, c.metadata, "
+                    "vector_dims(c.embedding), c.tsv @@ to_tsquery('english', 'flutter') "
+                    "FROM intelligence.chunks c JOIN intelligence.documents d ON d.id = c.document_id "
+                    "WHERE d.collection_id = :c AND d.source = 'wings.md' ORDER BY c.ordinal"
+                ),
+                {"c": collection.id},
+            )
+        ).all()
+    assert [list(r[0]) for r in rows] == [["Wings", "Flutter"], ["Wings", "Lift"]]
+    assert rows[0][1] == "Flutter starts at high speed."
+    assert all(r[3] - r[2] == len(r[1]) for r in rows)
+    assert all(r[4]["year"] == 2024 for r in rows)
+    assert all(r[5] == embedder.dimensions for r in rows)
+    assert [r[6] for r in rows] == [True, False]

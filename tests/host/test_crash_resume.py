@@ -248,10 +248,18 @@ async def test_a_stream_whose_host_dies_is_cancelled_by_the_next_host(
             assert time.monotonic() < deadline, f"the interrupted stream's job stayed open: {job}"
             await asyncio.sleep(0.2)
         assert job.error.code == "stream_interrupted"
+        deadline = time.monotonic() + 30
+        while (counts := await stream_job_counts(db_engine, job_id))[0]:
+            assert time.monotonic() < deadline, f"{counts[0]} items stay pending under the cancelled job"
+            await asyncio.sleep(0.2)
+        assert counts[1] >= 1, "the records ingested before the kill stay"
     finally:
         os.killpg(host.pid, signal.SIGINT)
         assert host.wait(timeout=30) == 0
 
+
+async def stream_job_counts(db_engine: AsyncEngine, job_id: str) -> tuple[int, int]:
+    """(items still pending, documents ready in the job's collection)."""
     async with db_engine.connect() as conn:
         pending, ready = (
             await conn.execute(
@@ -264,5 +272,4 @@ async def test_a_stream_whose_host_dies_is_cancelled_by_the_next_host(
                 {"id": job_id},
             )
         ).one()
-    assert pending == 0, "no item is left pending"
-    assert ready >= 1, "the records ingested before the kill stay"
+    return int(pending), int(ready)

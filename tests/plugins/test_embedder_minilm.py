@@ -167,8 +167,9 @@ async def test_batch_boundaries(embedder: Embedder, recording: RecordingSession,
     texts = [f"{short[i % len(short)]} {i}" for i in range(count)]
     vectors = await embedder.embed(texts)
     assert len(vectors) == count
-    assert [rows for rows, _width in recording.shapes] == [size] * (count // size) + (
-        [count % size] if count % size else []
+    # Batches run in parallel: compare the sizes, whatever order they ran in.
+    assert sorted(rows for rows, _width in recording.shapes) == sorted(
+        [size] * (count // size) + ([count % size] if count % size else [])
     )
     np.testing.assert_allclose(np.asarray(vectors), alone(embedder, texts), atol=1e-5)
 
@@ -178,10 +179,10 @@ async def test_long_texts_run_in_smaller_batches(embedder: Embedder, recording: 
     texts = [" ".join(ONE_TOKEN_WORDS * 40)] * 6 + ["short"] * 3
     await embedder.embed(texts)
     per_batch = embedder.max_batch_tokens // embedder.max_input_tokens
-    assert recording.shapes[0] == (per_batch, embedder.max_input_tokens)
+    assert (per_batch, embedder.max_input_tokens) in recording.shapes
     assert all(rows * width <= embedder.max_batch_tokens for rows, width in recording.shapes)
     assert sum(rows for rows, _width in recording.shapes) == len(texts)
-    assert recording.shapes[-1][1] == 3  # the short texts, padded to their own length only
+    assert min(width for _rows, width in recording.shapes) == 3  # the short texts, padded to their own length
 
 
 async def test_empty_input(embedder: Embedder) -> None:

@@ -1,4 +1,4 @@
-"""Tables of schema ``intelligence``: collections, documents, chunks and ingestion jobs (host only).
+"""Tables of schema ``intelligence``: collections, documents, chunks, BM25 statistics, jobs (host only).
 
 Every table carries ``tenant_id`` so that every query can be scoped by tenant. ``chunks.embedding``
 has no fixed dimension: each collection picks its embedder, and an HNSW index per dimension is a
@@ -145,7 +145,17 @@ class Chunk(IntelligenceBase):
             name="embedding_dims",
         ),
         sa.Index(None, "tenant_id", "collection_id"),
-        sa.Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        # A small pending list: searches probe these indexes once per query term (migration 0005).
+        sa.Index(
+            "ix_chunks_tsv", "tsv", postgresql_using="gin", postgresql_with={"gin_pending_list_limit": 256}
+        ),
+        # Lexemes occurring more than once in the chunk (migration 0005): see the fulltext retriever.
+        sa.Index(
+            "ix_chunks_tsv_repeats",
+            sa.text(f"{SCHEMA}.fulltext_repeats(tsv)"),
+            postgresql_using="gin",
+            postgresql_with={"gin_pending_list_limit": 256},
+        ),
         sa.Index(
             "ix_chunks_metadata",
             "metadata",
@@ -267,3 +277,134 @@ class IngestionItem(IntelligenceBase):
     chunks: Mapped[int] = mapped_column(server_default=sa.text("0"))
     size_bytes: Mapped[int | None] = mapped_column(sa.BigInteger())
     finished_at: Mapped[datetime | None]
+
+
+class FulltextTerm(IntelligenceBase):
+    """How many chunks of a collection hold a lexeme (BM25's document frequency), per writer slot.
+
+    Kept by statement-level triggers on ``chunks`` (migration 0005), in the writing transaction: each
+    writer adds signed deltas to the rows of the one slot it holds (an advisory lock), so concurrent
+    writers of a collection never update the same row. The frequency is the sum over slots.
+    """
+
+    __tablename__ = "fulltext_terms"
+    __table_args__ = {"schema": SCHEMA, "postgresql_with": {"fillfactor": 80}}  # noqa: RUF012
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    lexeme: Mapped[str] = mapped_column(primary_key=True)
+    slot: Mapped[int] = mapped_column(sa.SmallInteger(), primary_key=True)
+    tenant_id: Mapped[str]
+    #: Signed change of this slot's writers to the number of chunks holding the lexeme.
+    chunks: Mapped[int]
+    #: Upper bound of the lexeme's frequency in one chunk (never lowered), for pruning.
+    max_tf: Mapped[int]
+
+
+class FulltextTotal(IntelligenceBase):
+    """A collection's chunk count and total length in tokens (BM25's N and average length), per slot."""
+
+    __tablename__ = "fulltext_totals"
+    __table_args__ = {"schema": SCHEMA}  # noqa: RUF012
+
+    collection_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    slot: Mapped[int] = mapped_column(sa.SmallInteger(), primary_key=True)
+    tenant_id: Mapped[str]
+    chunks: Mapped[int] = mapped_column(sa.BigInteger())
+    tokens: Mapped[int] = mapped_column(sa.BigInteger())
+    #: Lower bound of a chunk's length (never raised), for pruning.
+    min_tokens: Mapped[int]
+
+
+class FulltextPending(IntelligenceBase):
+    """Chunks inserted one row per statement, counted together when their transaction commits.
+
+    Unlogged: a row lives only inside the transaction that wrote it (a deferred trigger counts and
+    deletes it at commit), so after a crash the table is rightly empty.
+    """
+
+    __tablename__ = "fulltext_pending"
+    __table_args__ = {"schema": SCHEMA, "prefixes": ["UNLOGGED"]}  # noqa: RUF012
+
+    #: The writing transaction (``pg_current_xact_id()``).
+    xact: Mapped[int] = mapped_column(sa.BigInteger(), primary_key=True)
+    chunk_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+
+
+# --- chat (migration 0006) ---------------------------------------------------------------------
+
+
+class MessageRole(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class MessageStatus(StrEnum):
+    IN_PROGRESS = "in_progress"
+    COMPLETE = "complete"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+_EMPTY_LIST = sa.text("'[]'::jsonb")
+
+
+class Conversation(_Timestamps, IntelligenceBase):
+    """A chat of one tenant (and one user, when the caller named one); ``updated_at`` moves with
+    every message."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (sa.Index(None, "tenant_id", "user_id", "updated_at", "id"), {"schema": SCHEMA})
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
+    tenant_id: Mapped[str]
+    user_id: Mapped[str | None]
+    title: Mapped[str] = mapped_column(server_default="")
+    #: Searched when a chat turn names no collection.
+    collection_ids: Mapped[list[uuid.UUID]] = mapped_column(
+        ARRAY(sa.Uuid()), server_default=sa.text("'{}'::uuid[]")
+    )
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=_EMPTY_JSON)
+
+
+class Message(IntelligenceBase):
+    """One message of a conversation; an answer also keeps its sources, citations, usage and timings."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("conversation_id", "ordinal"),
+        sa.CheckConstraint(_one_of("role", MessageRole), name="role"),
+        sa.CheckConstraint(_one_of("status", MessageStatus), name="status"),
+        sa.Index(
+            "ix_messages_in_progress",
+            "created_at",
+            postgresql_where=sa.text("status = 'in_progress'"),
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
+    conversation_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.conversations.id", ondelete="CASCADE")
+    )
+    tenant_id: Mapped[str]
+    #: Position in the conversation, from 1.
+    ordinal: Mapped[int]
+    role: Mapped[str]
+    content: Mapped[str] = mapped_column(server_default="")
+    status: Mapped[str]
+    finish_reason: Mapped[str | None]
+    #: Every source given to the model (``NumberedSource`` as JSON), by number.
+    sources: Mapped[list[dict[str, Any]]] = mapped_column(JSONB(), server_default=_EMPTY_LIST)
+    #: Numbers of the sources the answer cites, in order of first citation.
+    citations: Mapped[list[int]] = mapped_column(JSONB(), server_default=_EMPTY_LIST)
+    llm: Mapped[str | None]
+    input_tokens: Mapped[int | None]
+    output_tokens: Mapped[int | None]
+    error_code: Mapped[str | None]
+    error_message: Mapped[str | None]
+    time_to_first_token_ms: Mapped[int | None]
+    total_ms: Mapped[int | None]
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", server_default=_EMPTY_JSON)
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+    completed_at: Mapped[datetime | None]

@@ -4,11 +4,12 @@ isort:skip_file
 Chat: one call is one turn of a conversation, streamed.
 
 The client sends `start` first; it may later send `cancel`, or half-close. The server stores the
-user message, retrieves, and streams events: `started`, then `citation`s, `token`s and `usage`,
-and `done` last. Problems found before `started` (unknown conversation or component, invalid
-request) end the call with a gRPC status instead of events. A failure after `started` is sent as
-an `error` event followed by `done` (status FAILED), and the call ends OK. Cancelling, or closing
-the call, stops the LLM; the partial answer is stored with status CANCELLED.
+user message, retrieves, and streams events: `started`, `retrieval` (when it ran), then
+`citation`s, `token`s and `usage`, and `done` last. Problems found before `started` (unknown
+conversation or component, invalid request) end the call with a gRPC status instead of events.
+A failure after `started` is sent as an `error` event followed by `done` (status FAILED), and
+the call ends OK. Cancelling, or closing the call, stops the LLM; the partial answer is stored
+with status CANCELLED.
 """
 
 from collections import abc as _abc
@@ -203,6 +204,7 @@ class ChatEvent(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RETRIEVAL_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """1 for the first event of the call, then incremented by one for each event."""
     @_builtins.property
@@ -217,6 +219,8 @@ class ChatEvent(_message.Message):
     def done(self) -> Global___Done: ...
     @_builtins.property
     def error(self) -> _common_pb2.ErrorInfo: ...
+    @_builtins.property
+    def retrieval(self) -> Global___Retrieval: ...
     def __init__(
         self,
         *,
@@ -227,12 +231,13 @@ class ChatEvent(_message.Message):
         usage: _conversations_pb2.Usage | None = ...,
         done: Global___Done | None = ...,
         error: _common_pb2.ErrorInfo | None = ...,
+        retrieval: Global___Retrieval | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "done", b"done", "error", b"error", "event", b"event", "started", b"started", "token", b"token", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "done", b"done", "error", b"error", "event", b"event", "retrieval", b"retrieval", "started", b"started", "token", b"token", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "done", b"done", "error", b"error", "event", b"event", "sequence", b"sequence", "started", b"started", "token", b"token", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citation", b"citation", "done", b"done", "error", b"error", "event", b"event", "retrieval", b"retrieval", "sequence", b"sequence", "started", b"started", "token", b"token", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "token", "citation", "usage", "done", "error"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["started", "token", "citation", "usage", "done", "error", "retrieval"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -259,6 +264,7 @@ class ChatStarted(_message.Message):
     llm: _builtins.str
     """The components in use (resolved defaults)."""
     retriever: _builtins.str
+    """Empty when retrieval is skipped (no collection in the request or the conversation)."""
     def __init__(
         self,
         *,
@@ -276,6 +282,34 @@ class ChatStarted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatStarted: _TypeAlias = ChatStarted  # noqa: Y015
+
+@_typing.final
+class Retrieval(_message.Message):
+    """Retrieval is done; sent after `started` when it ran, before any citation or token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUERY_FIELD_NUMBER: _builtins.int
+    SOURCE_COUNT_FIELD_NUMBER: _builtins.int
+    query: _builtins.str
+    """The query searched: the message, or the follow-up rewritten to stand alone (chat.rewrite)."""
+    source_count: _builtins.int
+    """Sources given to the model; `citation` events name them by number, 1 to source_count. 0 when
+    none was relevant enough: the answer then says that the documents do not cover the question.
+    """
+    def __init__(
+        self,
+        *,
+        query: _builtins.str = ...,
+        source_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["query", b"query", "source_count", b"source_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Retrieval: _TypeAlias = Retrieval  # noqa: Y015
 
 @_typing.final
 class TokenDelta(_message.Message):
@@ -308,12 +342,15 @@ class Done(_message.Message):
     CONVERSATION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
     message_id: _builtins.str
     """The stored answer."""
     conversation_id: _builtins.str
     status: _conversations_pb2.MessageStatus.ValueType
     """COMPLETE, CANCELLED or FAILED."""
     finish_reason: _conversations_pb2.FinishReason.ValueType
+    @_builtins.property
+    def timings(self) -> _conversations_pb2.Timings: ...
     def __init__(
         self,
         *,
@@ -321,10 +358,11 @@ class Done(_message.Message):
         conversation_id: _builtins.str = ...,
         status: _conversations_pb2.MessageStatus.ValueType = ...,
         finish_reason: _conversations_pb2.FinishReason.ValueType = ...,
+        timings: _conversations_pb2.Timings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "finish_reason", b"finish_reason", "message_id", b"message_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_id", b"conversation_id", "finish_reason", b"finish_reason", "message_id", b"message_id", "status", b"status", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,11 +4,12 @@ isort:skip_file
 Chat: one call is one turn of a conversation, streamed.
 
 The client sends `start` first; it may later send `cancel`, or half-close. The server stores the
-user message, retrieves, and streams events: `started`, then `citation`s, `token`s and `usage`,
-and `done` last. Problems found before `started` (unknown conversation or component, invalid
-request) end the call with a gRPC status instead of events. A failure after `started` is sent as
-an `error` event followed by `done` (status FAILED), and the call ends OK. Cancelling, or closing
-the call, stops the LLM; the partial answer is stored with status CANCELLED.
+user message, retrieves, and streams events: `started`, `retrieval` (when it ran), then
+`citation`s, `token`s and `usage`, and `done` last. Problems found before `started` (unknown
+conversation or component, invalid request) end the call with a gRPC status instead of events.
+A failure after `started` is sent as an `error` event followed by `done` (status FAILED), and
+the call ends OK. Cancelling, or closing the call, stops the LLM; the partial answer is stored
+with status CANCELLED.
 """
 
 from collections import abc as _abc

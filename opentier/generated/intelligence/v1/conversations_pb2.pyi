@@ -259,6 +259,8 @@ class Message(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
+    TIMINGS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     conversation_id: _builtins.str
     role: Global___MessageRole.ValueType
@@ -279,6 +281,14 @@ class Message(_message.Message):
     def metadata(self) -> _struct_pb2.Struct: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___Citation]:
+        """Assistant messages: every source given to the model, by source number (`citations` is the
+        subset the answer cites).
+        """
+
+    @_builtins.property
+    def timings(self) -> Global___Timings: ...
     def __init__(
         self,
         *,
@@ -293,14 +303,44 @@ class Message(_message.Message):
         error: _common_pb2.ErrorInfo | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        sources: _abc.Iterable[Global___Citation] | None = ...,
+        timings: Global___Timings | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "metadata", b"metadata", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "metadata", b"metadata", "timings", b"timings", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "role", b"role", "status", b"status", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["citations", b"citations", "content", b"content", "conversation_id", b"conversation_id", "created_at", b"created_at", "error", b"error", "finish_reason", b"finish_reason", "id", b"id", "metadata", b"metadata", "role", b"role", "sources", b"sources", "status", b"status", "timings", b"timings", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class Timings(_message.Message):
+    """How long an answer took, measured by the host from the moment the chat turn arrived."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_TO_FIRST_TOKEN_MS_FIELD_NUMBER: _builtins.int
+    TOTAL_MS_FIELD_NUMBER: _builtins.int
+    time_to_first_token_ms: _builtins.int
+    """Until the first piece of the answer; absent when there was none."""
+    total_ms: _builtins.int
+    """Until the answer ended (completed, cancelled or failed)."""
+    def __init__(
+        self,
+        *,
+        time_to_first_token_ms: _builtins.int | None = ...,
+        total_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_time_to_first_token_ms", b"_time_to_first_token_ms", "time_to_first_token_ms", b"time_to_first_token_ms"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_time_to_first_token_ms", b"_time_to_first_token_ms", "time_to_first_token_ms", b"time_to_first_token_ms", "total_ms", b"total_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__time_to_first_token_ms: _TypeAlias = _typing.Literal["time_to_first_token_ms"]  # noqa: Y015
+    _WhichOneofArgType__time_to_first_token_ms: _TypeAlias = _typing.Literal["_time_to_first_token_ms", b"_time_to_first_token_ms"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_to_first_token_ms) -> _WhichOneofReturnType__time_to_first_token_ms | None: ...
+
+Global___Timings: _TypeAlias = Timings  # noqa: Y015
 
 @_typing.final
 class CreateConversationRequest(_message.Message):
@@ -474,3 +514,38 @@ class DeleteConversationResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteConversationResponse: _TypeAlias = DeleteConversationResponse  # noqa: Y015
+
+@_typing.final
+class UpdateConversationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLER_FIELD_NUMBER: _builtins.int
+    CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    conversation_id: _builtins.str
+    title: _builtins.str
+    """The new title, when set (1 to 200 characters)."""
+    @_builtins.property
+    def caller(self) -> _common_pb2.Caller: ...
+    @_builtins.property
+    def metadata(self) -> _struct_pb2.Struct:
+        """Replaces the metadata, when set."""
+
+    def __init__(
+        self,
+        *,
+        caller: _common_pb2.Caller | None = ...,
+        conversation_id: _builtins.str = ...,
+        title: _builtins.str | None = ...,
+        metadata: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_title", b"_title", "caller", b"caller", "metadata", b"metadata", "title", b"title"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_title", b"_title", "caller", b"caller", "conversation_id", b"conversation_id", "metadata", b"metadata", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__title: _TypeAlias = _typing.Literal["title"]  # noqa: Y015
+    _WhichOneofArgType__title: _TypeAlias = _typing.Literal["_title", b"_title"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__title) -> _WhichOneofReturnType__title | None: ...
+
+Global___UpdateConversationRequest: _TypeAlias = UpdateConversationRequest  # noqa: Y015

@@ -54,6 +54,11 @@ class ConversationServiceStub:
                 request_serializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationRequest.SerializeToString,
                 response_deserializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationResponse.FromString,
                 _registered_method=True)
+        self.UpdateConversation = channel.unary_unary(
+                '/opentier.intelligence.v1.ConversationService/UpdateConversation',
+                request_serializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.UpdateConversationRequest.SerializeToString,
+                response_deserializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.Conversation.FromString,
+                _registered_method=True)
 
 
 class ConversationServiceServicer:
@@ -84,6 +89,13 @@ class ConversationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateConversation(self, request, context):
+        """Renames a conversation, or replaces its metadata; fields left unset keep their value.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConversationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -106,6 +118,11 @@ def add_ConversationServiceServicer_to_server(servicer, server):
                     servicer.DeleteConversation,
                     request_deserializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationRequest.FromString,
                     response_serializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'UpdateConversation': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateConversation,
+                    request_deserializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.UpdateConversationRequest.FromString,
+                    response_serializer=opentier_dot_intelligence_dot_v1_dot_conversations__pb2.Conversation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -216,6 +233,33 @@ class ConversationService:
             '/opentier.intelligence.v1.ConversationService/DeleteConversation',
             opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationRequest.SerializeToString,
             opentier_dot_intelligence_dot_v1_dot_conversations__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateConversation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/opentier.intelligence.v1.ConversationService/UpdateConversation',
+            opentier_dot_intelligence_dot_v1_dot_conversations__pb2.UpdateConversationRequest.SerializeToString,
+            opentier_dot_intelligence_dot_v1_dot_conversations__pb2.Conversation.FromString,
             options,
             channel_credentials,
             insecure,

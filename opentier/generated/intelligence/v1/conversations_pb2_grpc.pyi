@@ -36,6 +36,8 @@ class ConversationServiceStub:
     GetConversation: _grpc.UnaryUnaryMultiCallable[_conversations_pb2.GetConversationRequest, _conversations_pb2.GetConversationResponse]
     """The conversation with its messages, oldest first."""
     DeleteConversation: _grpc.UnaryUnaryMultiCallable[_conversations_pb2.DeleteConversationRequest, _conversations_pb2.DeleteConversationResponse]
+    UpdateConversation: _grpc.UnaryUnaryMultiCallable[_conversations_pb2.UpdateConversationRequest, _conversations_pb2.Conversation]
+    """Renames a conversation, or replaces its metadata; fields left unset keep their value."""
 
 @_typing.type_check_only
 class ConversationServiceAsyncStub(ConversationServiceStub):
@@ -45,6 +47,8 @@ class ConversationServiceAsyncStub(ConversationServiceStub):
     GetConversation: _aio.UnaryUnaryMultiCallable[_conversations_pb2.GetConversationRequest, _conversations_pb2.GetConversationResponse]  # type: ignore[assignment]
     """The conversation with its messages, oldest first."""
     DeleteConversation: _aio.UnaryUnaryMultiCallable[_conversations_pb2.DeleteConversationRequest, _conversations_pb2.DeleteConversationResponse]  # type: ignore[assignment]
+    UpdateConversation: _aio.UnaryUnaryMultiCallable[_conversations_pb2.UpdateConversationRequest, _conversations_pb2.Conversation]  # type: ignore[assignment]
+    """Renames a conversation, or replaces its metadata; fields left unset keep their value."""
 
 class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -75,5 +79,13 @@ class ConversationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _conversations_pb2.DeleteConversationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_conversations_pb2.DeleteConversationResponse, _abc.Awaitable[_conversations_pb2.DeleteConversationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateConversation(
+        self,
+        request: _conversations_pb2.UpdateConversationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_conversations_pb2.Conversation, _abc.Awaitable[_conversations_pb2.Conversation]]:
+        """Renames a conversation, or replaces its metadata; fields left unset keep their value."""
 
 def add_ConversationServiceServicer_to_server(servicer: ConversationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from opentier.generated.intelligence.v1 import common_pb2 as opentier_dot_intelligence_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%opentier/intelligence/v1/search.proto\x12\x18opentier.intelligence.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a%opentier/intelligence/v1/common.proto\"\xde\x01\n\rSearchRequest\x12\x30\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32 .opentier.intelligence.v1.Caller\x12\r\n\x05query\x18\x02 \x01(\t\x12\x16\n\x0e\x63ollection_ids\x18\x03 \x03(\t\x12\x11\n\tretriever\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\r\x12(\n\x07\x66ilters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07options\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"V\n\x0eSearchResponse\x12\x31\n\x04hits\x18\x01 \x03(\x0b\x32#.opentier.intelligence.v1.SearchHit\x12\x11\n\tretriever\x18\x02 \x01(\t\"\x94\x02\n\tSearchHit\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x15\n\rcollection_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x14\n\x0cheading_path\x18\x07 \x03(\t\x12\x11\n\x04page\x18\x08 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\t \x01(\t\x12\x30\n\x04span\x18\n \x01(\x0b\x32\".opentier.intelligence.v1.TextSpan\x12)\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x07\n\x05_page2l\n\rSearchService\x12[\n\x06Search\x12\'.opentier.intelligence.v1.SearchRequest\x1a(.opentier.intelligence.v1.SearchResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%opentier/intelligence/v1/search.proto\x12\x18opentier.intelligence.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a%opentier/intelligence/v1/common.proto\"\xf0\x01\n\rSearchRequest\x12\x30\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32 .opentier.intelligence.v1.Caller\x12\r\n\x05query\x18\x02 \x01(\t\x12\x16\n\x0e\x63ollection_ids\x18\x03 \x03(\t\x12\x11\n\tretriever\x18\x04 \x01(\t\x12\r\n\x05top_k\x18\x05 \x01(\r\x12(\n\x07\x66ilters\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07options\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08reranker\x18\x08 \x01(\t\"h\n\x0eSearchResponse\x12\x31\n\x04hits\x18\x01 \x03(\x0b\x32#.opentier.intelligence.v1.SearchHit\x12\x11\n\tretriever\x18\x02 \x01(\t\x12\x10\n\x08reranker\x18\x03 \x01(\t\"\x94\x02\n\tSearchHit\x12\x10\n\x08\x63hunk_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64ocument_id\x18\x02 \x01(\t\x12\x15\n\rcollection_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\r\n\x05title\x18\x06 \x01(\t\x12\x14\n\x0cheading_path\x18\x07 \x03(\t\x12\x11\n\x04page\x18\x08 \x01(\rH\x00\x88\x01\x01\x12\x0c\n\x04text\x18\t \x01(\t\x12\x30\n\x04span\x18\n \x01(\x0b\x32\".opentier.intelligence.v1.TextSpan\x12)\n\x08metadata\x18\x0b \x01(\x0b\x32\x17.google.protobuf.StructB\x07\n\x05_page2l\n\rSearchService\x12[\n\x06Search\x12\'.opentier.intelligence.v1.SearchRequest\x1a(.opentier.intelligence.v1.SearchResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'opentier.generated.intellig
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SEARCHREQUEST']._serialized_start=137
-  _globals['_SEARCHREQUEST']._serialized_end=359
-  _globals['_SEARCHRESPONSE']._serialized_start=361
-  _globals['_SEARCHRESPONSE']._serialized_end=447
-  _globals['_SEARCHHIT']._serialized_start=450
-  _globals['_SEARCHHIT']._serialized_end=726
-  _globals['_SEARCHSERVICE']._serialized_start=728
-  _globals['_SEARCHSERVICE']._serialized_end=836
+  _globals['_SEARCHREQUEST']._serialized_end=377
+  _globals['_SEARCHRESPONSE']._serialized_start=379
+  _globals['_SEARCHRESPONSE']._serialized_end=483
+  _globals['_SEARCHHIT']._serialized_start=486
+  _globals['_SEARCHHIT']._serialized_end=762
+  _globals['_SEARCHSERVICE']._serialized_start=764
+  _globals['_SEARCHSERVICE']._serialized_end=872
 # @@protoc_insertion_point(module_scope)

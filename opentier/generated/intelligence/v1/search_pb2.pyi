@@ -31,11 +31,18 @@ class SearchRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     FILTERS_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    RERANKER_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     retriever: _builtins.str
     """Retriever component name; empty means the configured default (retrieval.retriever)."""
     top_k: _builtins.int
-    """Most hits to return; 0 means the configured default (retrieval.top_k)."""
+    """Most hits to return; 0 means the configured default (retrieval.top_k). More than
+    retrieval.max_top_k (200 by default) returns that many.
+    """
+    reranker: _builtins.str
+    """Reranker component name; empty means the configured one (retrieval.reranker, none by
+    default); "none" turns the configured one off for this request.
+    """
     @_builtins.property
     def caller(self) -> _common_pb2.Caller: ...
     @_builtins.property
@@ -44,11 +51,14 @@ class SearchRequest(_message.Message):
 
     @_builtins.property
     def filters(self) -> _struct_pb2.Struct:
-        """Metadata filters: every key must match the document's metadata (equality, or any of a list)."""
+        """Metadata filter on the documents' metadata (docs/retrieval.md): every key must match.
+        `{"key": value}` is equality, `{"key": [v1, v2]}` any of a list; operator objects
+        `{"key": {"eq"|"in"|"range"|"exists": ...}}` and `{"and"|"or": [filter, ...]}` say more.
+        """
 
     @_builtins.property
     def options(self) -> _struct_pb2.Struct:
-        """Retriever-specific options, passed through to the retriever."""
+        """Retriever- and reranker-specific options, passed through to them (docs/retrieval.md)."""
 
     def __init__(
         self,
@@ -60,10 +70,11 @@ class SearchRequest(_message.Message):
         top_k: _builtins.int = ...,
         filters: _struct_pb2.Struct | None = ...,
         options: _struct_pb2.Struct | None = ...,
+        reranker: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "filters", b"filters", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "collection_ids", b"collection_ids", "filters", b"filters", "options", b"options", "query", b"query", "retriever", b"retriever", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "collection_ids", b"collection_ids", "filters", b"filters", "options", b"options", "query", b"query", "reranker", b"reranker", "retriever", b"retriever", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -75,8 +86,11 @@ class SearchResponse(_message.Message):
 
     HITS_FIELD_NUMBER: _builtins.int
     RETRIEVER_FIELD_NUMBER: _builtins.int
+    RERANKER_FIELD_NUMBER: _builtins.int
     retriever: _builtins.str
     """The retriever that answered (the resolved default when the request left it empty)."""
+    reranker: _builtins.str
+    """The reranker that reordered the hits; empty when none did."""
     @_builtins.property
     def hits(self) -> _containers.RepeatedCompositeFieldContainer[Global___SearchHit]:
         """Best first."""
@@ -86,10 +100,11 @@ class SearchResponse(_message.Message):
         *,
         hits: _abc.Iterable[Global___SearchHit] | None = ...,
         retriever: _builtins.str = ...,
+        reranker: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "retriever", b"retriever"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hits", b"hits", "reranker", b"reranker", "retriever", b"retriever"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

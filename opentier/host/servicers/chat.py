@@ -1,0 +1,148 @@
+"""ChatService: one chat turn per call, streamed, through :class:`~opentier.engine.chat.Chat`.
+
+The call's first message starts the turn. Meanwhile a reader task watches the client's side: a
+``cancel`` message stops the turn (the partial answer is stored, ``done`` says CANCELLED); a
+half-close changes nothing. When the client goes away, gRPC cancels this handler: closing the
+turn's events stops the model and stores the partial answer, shielded from that cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc.aio
+
+from opentier.engine.chat import Chat, Turn, TurnRequest
+from opentier.engine.chat.events import (
+    ChatEvent,
+    Citation,
+    Failure,
+    Finished,
+    Retrieved,
+    Started,
+    Token,
+    UsageReport,
+)
+from opentier.errors import InvalidRequestError
+from opentier.generated.intelligence.v1 import chat_pb2, chat_pb2_grpc, common_pb2, conversations_pb2
+from opentier.host.errors import error_info
+from opentier.host.servicers.conversations import FINISH, STATUS, citation_pb, timings_pb
+from opentier.host.servicers.convert import dict_of, tenant_of, user_of
+
+log = logging.getLogger(__name__)
+
+#: Kept of the caller's own deadline, so that the error and ``done`` still reach it in time.
+DEADLINE_MARGIN_SECONDS = 1.0
+
+
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    def __init__(self, chat: Chat) -> None:
+        self._chat = chat
+
+    # Writes through context.write rather than yielding: when the client goes away, the cancellation
+    # lands in this coroutine and the turn's events are closed here, deterministically.
+    async def Chat(  # type: ignore[override]
+        self, request_iterator: AsyncIterator[chat_pb2.ChatRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("action") != "start":
+            raise InvalidRequestError("the first message of a Chat call must be `start`")
+        turn = await self._chat.start(
+            turn_request(first.start, first.caller), deadline_seconds=_deadline(context)
+        )
+        reader = asyncio.ensure_future(_watch(request_iterator, turn))
+        try:
+            sequence = 0
+            async with contextlib.aclosing(turn.events()) as events:
+                async for event in events:
+                    sequence += 1
+                    await context.write(event_pb(event, sequence))
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            await turn.abandon()
+
+
+async def _watch(requests: AsyncIterator[chat_pb2.ChatRequest], turn: Turn) -> None:
+    """Cancel ``turn`` when the client sends ``cancel``; anything else after ``start`` is ignored."""
+    async for message in requests:
+        action = message.WhichOneof("action")
+        if action == "cancel":
+            turn.cancel(message.cancel.reason or "the client cancelled")
+            return
+        log.warning("chat turn %s: ignoring a %r message after start", turn.message_id, action)
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return None
+    return max(0.1, float(remaining) - min(DEADLINE_MARGIN_SECONDS, float(remaining) * 0.1))
+
+
+def turn_request(start: chat_pb2.ChatStart, caller: common_pb2.Caller) -> TurnRequest:
+    options = start.options
+    return TurnRequest(
+        tenant_id=tenant_of(caller),
+        user_id=user_of(caller),
+        message=start.message,
+        conversation_id=start.conversation_id or None,
+        collection_ids=list(start.collection_ids),
+        retriever=start.retriever or None,
+        filters=dict_of(start.filters) if start.HasField("filters") else None,
+        llm=start.llm or None,
+        top_k=start.top_k,
+        max_output_tokens=options.max_output_tokens if options.HasField("max_output_tokens") else None,
+        temperature=options.temperature if options.HasField("temperature") else None,
+        history_messages=options.history_messages if options.HasField("history_messages") else None,
+        llm_options=dict_of(options.llm_options) if options.HasField("llm_options") else {},
+        metadata=dict_of(start.metadata) if start.HasField("metadata") else {},
+    )
+
+
+def event_pb(event: ChatEvent, sequence: int) -> chat_pb2.ChatEvent:
+    if isinstance(event, Token):
+        return chat_pb2.ChatEvent(sequence=sequence, token=chat_pb2.TokenDelta(text=event.text))
+    if isinstance(event, Citation):
+        return chat_pb2.ChatEvent(sequence=sequence, citation=citation_pb(event.source))
+    if isinstance(event, Started):
+        return chat_pb2.ChatEvent(
+            sequence=sequence,
+            started=chat_pb2.ChatStarted(
+                conversation_id=str(event.conversation_id),
+                conversation_created=event.conversation_created,
+                user_message_id=str(event.user_message_id),
+                assistant_message_id=str(event.assistant_message_id),
+                llm=event.llm,
+                retriever=event.retriever,
+            ),
+        )
+    if isinstance(event, Retrieved):
+        return chat_pb2.ChatEvent(
+            sequence=sequence,
+            retrieval=chat_pb2.Retrieval(query=event.query, source_count=event.source_count),
+        )
+    if isinstance(event, UsageReport):
+        return chat_pb2.ChatEvent(
+            sequence=sequence,
+            usage=conversations_pb2.Usage(
+                input_tokens=event.input_tokens, output_tokens=event.output_tokens, llm=event.llm
+            ),
+        )
+    if isinstance(event, Failure):
+        return chat_pb2.ChatEvent(sequence=sequence, error=error_info(event.error))
+    assert isinstance(event, Finished)
+    return chat_pb2.ChatEvent(
+        sequence=sequence,
+        done=chat_pb2.Done(
+            message_id=str(event.message_id),
+            conversation_id=str(event.conversation_id),
+            status=STATUS[event.status],
+            finish_reason=FINISH[event.finish_reason],
+            timings=timings_pb(event.timings),
+        ),
+    )

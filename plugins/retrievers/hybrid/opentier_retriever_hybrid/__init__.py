@@ -1,0 +1,120 @@
+"""The ``hybrid`` retriever: reciprocal rank fusion (RRF) of other retrievers, run concurrently.
+
+Each part (``vector`` and ``fulltext`` by default: ``retrieval.hybrid_weights``) returns its best
+``retrieval.hybrid_depth`` chunks; a chunk's fused score is the sum over the parts that found it of
+``weight / (rrf_k + rank)``, rank counted from 1. Only ranks matter, so parts whose scores live on
+different scales (cosine similarity, BM25) combine without calibration, and a chunk that only one
+part finds still ranks. Equal scores go to the chunk with the better best rank, then the smaller id,
+so the order never depends on timing.
+
+A request may override the parts for itself with options ``{"weights": {"vector": 2, "fulltext":
+1}, "depth": 50}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from opentier import hookimpl
+from opentier.components import Retriever, SearchHit, SearchQuery
+from opentier.errors import InvalidRequestError, UnknownComponentError
+from opentier.retrieval import RetrievalContext
+
+#: Deepest a part may look, whatever the options say.
+MAX_DEPTH = 1000
+
+
+def fuse(rankings: Sequence[tuple[float, Sequence[SearchHit]]], k: int) -> list[SearchHit]:
+    """Reciprocal rank fusion of ``(weight, hits best first)`` rankings, best first."""
+    scores: dict[str, float] = {}
+    best_rank: dict[str, int] = {}
+    found: dict[str, SearchHit] = {}
+    for weight, hits in rankings:
+        seen: set[str] = set()
+        rank = 0
+        for hit in hits:
+            if hit.chunk_id in seen:  # a part that repeats a chunk gets credit for its best rank only
+                continue
+            seen.add(hit.chunk_id)
+            rank += 1
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
+            best_rank[hit.chunk_id] = min(best_rank.get(hit.chunk_id, rank), rank)
+            if hit.chunk_id not in found or (hit.text and not found[hit.chunk_id].text):
+                found[hit.chunk_id] = hit
+    order = sorted(scores, key=lambda key: (-scores[key], best_rank[key], key))
+    return [dataclasses.replace(found[key], score=scores[key]) for key in order]
+
+
+class HybridRetriever(Retriever):
+    name = "hybrid"
+    description = "Reciprocal rank fusion of vector and full-text search (weights and depth in config)."
+
+    async def retrieve(self, query: SearchQuery, context: RetrievalContext) -> Sequence[SearchHit]:
+        if query.top_k < 1:
+            return []
+        weights = self.weights(query.options, context)
+        depth = max(query.top_k, _depth(query.options, context.settings.hybrid_depth))
+        parts = [(name, weight, self.part(name, context)) for name, weight in weights.items()]
+        deeper = dataclasses.replace(query, top_k=depth)
+        results = await _all(part.retrieve(deeper, context) for _n, _w, part in parts)
+        rankings = [
+            (weight, list(hits)[:depth]) for (_n, weight, _p), hits in zip(parts, results, strict=True)
+        ]
+        return fuse(rankings, context.settings.rrf_k)[: query.top_k]
+
+    def weights(self, options: Mapping[str, Any], context: RetrievalContext) -> dict[str, float]:
+        """The parts and their weights: the request's ``weights`` option, else the configuration."""
+        chosen = options.get("weights")
+        if chosen is None:
+            weights = dict(context.settings.hybrid_weights)
+        elif isinstance(chosen, Mapping) and chosen:
+            weights = {}
+            for name, weight in chosen.items():
+                if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+                    raise InvalidRequestError(f"options.weights.{name}: a weight is a number, 0 or more")
+                weights[str(name)] = float(weight)
+        else:
+            raise InvalidRequestError("options.weights: an object of retriever name → weight")
+        weights = {name: weight for name, weight in weights.items() if weight > 0}
+        if not weights:
+            raise InvalidRequestError("hybrid needs at least one retriever with a weight above 0")
+        if self.name in weights:
+            raise InvalidRequestError("hybrid cannot fuse itself; name other retrievers in its weights")
+        return weights
+
+    def part(self, name: str, context: RetrievalContext) -> Retriever:
+        try:
+            return context.retriever(name)
+        except UnknownComponentError as err:
+            raise UnknownComponentError(
+                f"hybrid fuses {name!r} (retrieval.hybrid_weights, or the request's weights), but {err}"
+            ) from None
+
+
+async def _all(calls: Iterable[Awaitable[Sequence[SearchHit]]]) -> list[Sequence[SearchHit]]:
+    """Every call's result, run concurrently; when one fails, the others are cancelled, not left behind."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _depth(options: Mapping[str, Any], default: int) -> int:
+    value = options.get("depth", default)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # numbers of a protobuf Struct are floats
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DEPTH:
+        raise InvalidRequestError(f"options.depth: a whole number from 1 to {MAX_DEPTH}")
+    return value
+
+
+@hookimpl
+def register_retrievers(register: Callable[[Retriever], None]) -> None:
+    register(HybridRetriever())

@@ -1,0 +1,68 @@
+"""Reciprocal rank fusion and the diversify reranker, on hand-made rankings (no database needed)."""
+
+from __future__ import annotations
+
+import pytest
+from opentier_reranker_diversify import diversify, relevance_weight
+from opentier_retriever_hybrid import fuse
+
+from opentier.components import SearchHit
+from opentier.errors import InvalidRequestError
+
+
+def hits(*ids: str, doc: dict[str, str] | None = None) -> list[SearchHit]:
+    return [
+        SearchHit(chunk_id=key, score=float(len(ids) - i), document_id=(doc or {}).get(key, key))
+        for i, key in enumerate(ids)
+    ]
+
+
+def test_fuse_sums_weighted_reciprocal_ranks() -> None:
+    fused = fuse([(1.0, hits("a", "b", "c")), (2.0, hits("c", "d"))], k=10)
+    scores = {hit.chunk_id: hit.score for hit in fused}
+    assert scores == pytest.approx({"a": 1 / 11, "b": 1 / 12, "c": 1 / 13 + 2 / 11, "d": 2 / 12})
+    assert [hit.chunk_id for hit in fused] == ["c", "d", "a", "b"]
+
+
+def test_fuse_breaks_ties_by_best_rank_then_id() -> None:
+    # w and z: ranks 1 and 2 each, so equal sums and equal best ranks; the smaller id goes first
+    fused = fuse([(1.0, hits("w", "z")), (1.0, hits("z", "w"))], k=60)
+    assert [hit.chunk_id for hit in fused] == ["w", "z"]
+    assert fused[0].score == fused[1].score
+
+
+def test_fuse_counts_a_repeated_chunk_once_per_part() -> None:
+    fused = fuse([(1.0, hits("a", "a", "b"))], k=60)
+    assert {hit.chunk_id: hit.score for hit in fused} == pytest.approx({"a": 1 / 61, "b": 1 / 62})
+
+
+def test_diversify_puts_each_documents_best_chunk_first() -> None:
+    docs = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "c1": "C"}
+    ranked = diversify(hits("a1", "a2", "a3", "b1", "c1", doc=docs))
+    assert [hit.chunk_id for hit in ranked] == ["a1", "b1", "c1", "a2", "a3"]
+    assert [hit.score for hit in ranked] == sorted((hit.score for hit in ranked), reverse=True)
+
+
+def test_diversify_near_one_keeps_relevance_order() -> None:
+    docs = {"a1": "A", "a2": "A", "b1": "B"}
+    assert [hit.chunk_id for hit in diversify(hits("a1", "a2", "b1", doc=docs), 1.0)] == ["a1", "a2", "b1"]
+    # a little diversity only reorders chunks whose relevance is close
+    close = [
+        SearchHit("a1", 1.00, document_id="A"),
+        SearchHit("a2", 0.99, document_id="A"),
+        SearchHit("b1", 0.98, document_id="B"),
+        SearchHit("c1", 0.00, document_id="C"),
+    ]
+    assert [hit.chunk_id for hit in diversify(close, 0.9)] == ["a1", "b1", "a2", "c1"]
+
+
+def test_diversify_of_nothing_and_of_equal_scores() -> None:
+    assert diversify([]) == []
+    same = [SearchHit("a1", 0.5, document_id="A"), SearchHit("a2", 0.5, document_id="A"), SearchHit("b", 0.5)]
+    assert [hit.chunk_id for hit in diversify(same)] == ["a1", "b", "a2"]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "high", True])
+def test_diversify_lambda_is_checked(value: object) -> None:
+    with pytest.raises(InvalidRequestError, match=r"options\.lambda"):
+        relevance_weight({"lambda": value})
