@@ -24,6 +24,26 @@ def test_fuse_sums_weighted_reciprocal_ranks() -> None:
     assert [hit.chunk_id for hit in fused] == ["c", "d", "a", "b"]
 
 
+def test_a_part_that_found_the_document_lends_its_rank_to_the_other_chunks_of_it() -> None:
+    # The meaning is in chunk a of document D, the words in chunk b of D: each part finds one of them.
+    vector, fulltext = hits("a", "x"), hits("c", "b")
+    plain = fuse([(1.0, vector), (1.0, fulltext)], k=60)
+    assert plain[0].score == pytest.approx(1 / 61) and {h.chunk_id for h in plain[:2]} == {"a", "c"}
+    fused = fuse([(1.0, vector), (1.0, fulltext)], k=60, documents={"a": "D", "b": "D", "c": "E", "x": "F"})
+    assert {h.chunk_id for h in fused[:2]} == {"a", "b"}, "document D was found by both parts"
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62)
+    assert [h.chunk_id for h in fused[2:]] == ["c", "x"]
+    # Hits that carry their document id need no mapping.
+    with_ids = [
+        SearchHit(chunk_id=h.chunk_id, score=h.score, document_id={"a": "D", "x": "F"}[h.chunk_id])
+        for h in vector
+    ]
+    assert {h.chunk_id for h in fuse([(1.0, with_ids), (1.0, fulltext)], k=60, documents={"b": "D"})[:2]} == {
+        "a",
+        "b",
+    }
+
+
 def test_fuse_breaks_ties_by_best_rank_then_id() -> None:
     # w and z: ranks 1 and 2 each, so equal sums and equal best ranks; the smaller id goes first
     fused = fuse([(1.0, hits("w", "z")), (1.0, hits("z", "w"))], k=60)

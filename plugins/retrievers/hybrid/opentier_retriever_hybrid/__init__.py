@@ -7,8 +7,11 @@ different scales (cosine similarity, BM25) combine without calibration, and a ch
 part finds still ranks. Equal scores go to the chunk with the better best rank, then the smaller id,
 so the order never depends on timing.
 
+A part that found another chunk of the same document lends a chunk its rank (see :func:`fuse`; option
+``by_document``, true by default).
+
 A request may override the parts for itself with options ``{"weights": {"vector": 2, "fulltext":
-1}, "depth": 50}``.
+1}, "depth": 50, "by_document": false}``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import sqlalchemy as sa
 
 from opentier import hookimpl
 from opentier.components import Retriever, SearchHit, SearchQuery
@@ -27,23 +32,46 @@ from opentier.retrieval import RetrievalContext
 MAX_DEPTH = 1000
 
 
-def fuse(rankings: Sequence[tuple[float, Sequence[SearchHit]]], k: int) -> list[SearchHit]:
-    """Reciprocal rank fusion of ``(weight, hits best first)`` rankings, best first."""
+def fuse(
+    rankings: Sequence[tuple[float, Sequence[SearchHit]]],
+    k: int,
+    documents: Mapping[str, str] | None = None,
+) -> list[SearchHit]:
+    """Reciprocal rank fusion of ``(weight, hits best first)`` rankings, best first.
+
+    With ``documents`` (chunk id → document id), a part that did not find a chunk but found another
+    chunk of the same document lends it that chunk's rank: the part found the document. Without it,
+    two retrievers that each find a different passage of the right document (the question's words in
+    one, its meaning in another) would each vote for a different chunk, and the document would miss
+    the fusion that RRF exists for.
+    """
+    documents = documents or {}
     scores: dict[str, float] = {}
     best_rank: dict[str, int] = {}
     found: dict[str, SearchHit] = {}
+    ranked: list[tuple[float, dict[str, int], dict[str, int]]] = []
     for weight, hits in rankings:
-        seen: set[str] = set()
-        rank = 0
+        chunk_ranks: dict[str, int] = {}
+        document_ranks: dict[str, int] = {}
         for hit in hits:
-            if hit.chunk_id in seen:  # a part that repeats a chunk gets credit for its best rank only
+            if hit.chunk_id in chunk_ranks:  # a part that repeats a chunk gets credit for its best rank
                 continue
-            seen.add(hit.chunk_id)
-            rank += 1
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (k + rank)
+            rank = chunk_ranks[hit.chunk_id] = len(chunk_ranks) + 1
+            document = documents.get(hit.chunk_id) or hit.document_id
+            if document:
+                document_ranks.setdefault(document, rank)
             best_rank[hit.chunk_id] = min(best_rank.get(hit.chunk_id, rank), rank)
             if hit.chunk_id not in found or (hit.text and not found[hit.chunk_id].text):
                 found[hit.chunk_id] = hit
+        ranked.append((weight, chunk_ranks, document_ranks))
+    for chunk_id, hit in found.items():
+        document = documents.get(chunk_id) or hit.document_id
+        score = 0.0
+        for weight, chunk_ranks, document_ranks in ranked:
+            lent = chunk_ranks.get(chunk_id) or (document_ranks.get(document) if document else None)
+            if lent is not None:
+                score += weight / (k + lent)
+        scores[chunk_id] = score
     order = sorted(scores, key=lambda key: (-scores[key], best_rank[key], key))
     return [dataclasses.replace(found[key], score=scores[key]) for key in order]
 
@@ -63,7 +91,8 @@ class HybridRetriever(Retriever):
         rankings = [
             (weight, list(hits)[:depth]) for (_n, weight, _p), hits in zip(parts, results, strict=True)
         ]
-        return fuse(rankings, context.settings.rrf_k)[: query.top_k]
+        documents = await _documents_of(rankings, context) if _by_document(query.options) else {}
+        return fuse(rankings, context.settings.rrf_k, documents)[: query.top_k]
 
     def weights(self, options: Mapping[str, Any], context: RetrievalContext) -> dict[str, float]:
         """The parts and their weights: the request's ``weights`` option, else the configuration."""
@@ -92,6 +121,32 @@ class HybridRetriever(Retriever):
             raise UnknownComponentError(
                 f"hybrid fuses {name!r} (retrieval.hybrid_weights, or the request's weights), but {err}"
             ) from None
+
+
+def _by_document(options: Mapping[str, Any]) -> bool:
+    value = options.get("by_document", True)
+    if not isinstance(value, bool):
+        raise InvalidRequestError("options.by_document: true or false")
+    return value
+
+
+async def _documents_of(
+    rankings: Sequence[tuple[float, Sequence[SearchHit]]], context: RetrievalContext
+) -> dict[str, str]:
+    """Document id of every fused chunk the parts did not give one for (one query, within scope)."""
+    missing = sorted({hit.chunk_id for _w, hits in rankings for hit in hits if not hit.document_id})
+    if not missing:
+        return {}
+    scope = context.scope_sql("c")
+    async with context.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.text(
+                "SELECT CAST(c.id AS text), CAST(c.document_id AS text) FROM intelligence.chunks c "
+                f"WHERE c.id = ANY(CAST(:hybrid_ids AS uuid[])) AND {scope.sql}"
+            ),
+            {"hybrid_ids": missing, **scope.params},
+        )
+        return {chunk_id: document_id for chunk_id, document_id in rows}
 
 
 async def _all(calls: Iterable[Awaitable[Sequence[SearchHit]]]) -> list[Sequence[SearchHit]]:
