@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from opentier.db.embedded import EmbeddedPostgres, PostmasterPid
+from opentier.db.embedded import EmbeddedPostgres, PostmasterPid, shared_buffers_mb
 from opentier.errors import EmbeddedDatabaseError
 
 
@@ -81,6 +81,11 @@ async def test_start_connect_stop(server: EmbeddedPostgres) -> None:
         == "vector"
     )
     assert postgres_processes(server.data_dir)
+    # A page cache sized for search, not PostgreSQL's 128 MB default (on a machine that has the room).
+    shown = await query_one(
+        server.url(), "SELECT setting::bigint * 8 / 1024 FROM pg_settings WHERE name = 'shared_buffers'"
+    )
+    assert shown == shared_buffers_mb()
 
     assert server.stop() is True
 
@@ -90,6 +95,13 @@ async def test_start_connect_stop(server: EmbeddedPostgres) -> None:
     assert postgres_processes(server.data_dir) == []
     assert not (server.data_dir / "postmaster.pid").exists()
     assert server.stop() is False  # stopping a stopped server is fine
+
+
+def test_shared_buffers_take_an_eighth_of_memory_within_bounds() -> None:
+    gib = 1024**3
+    assert shared_buffers_mb(512 * 1024**2) == 128
+    assert shared_buffers_mb(8 * gib) == 1024
+    assert shared_buffers_mb(64 * gib) == 2048
 
 
 def test_start_twice_adopts_the_running_server(server: EmbeddedPostgres) -> None:

@@ -145,17 +145,9 @@ class Chunk(IntelligenceBase):
             name="embedding_dims",
         ),
         sa.Index(None, "tenant_id", "collection_id"),
-        # A small pending list: searches probe these indexes once per query term (migration 0005).
-        sa.Index(
-            "ix_chunks_tsv", "tsv", postgresql_using="gin", postgresql_with={"gin_pending_list_limit": 256}
-        ),
+        sa.Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
         # Lexemes occurring more than once in the chunk (migration 0005): see the fulltext retriever.
-        sa.Index(
-            "ix_chunks_tsv_repeats",
-            sa.text(f"{SCHEMA}.fulltext_repeats(tsv)"),
-            postgresql_using="gin",
-            postgresql_with={"gin_pending_list_limit": 256},
-        ),
+        sa.Index("ix_chunks_tsv_repeats", sa.text(f"{SCHEMA}.fulltext_repeats(tsv)"), postgresql_using="gin"),
         sa.Index(
             "ix_chunks_metadata",
             "metadata",

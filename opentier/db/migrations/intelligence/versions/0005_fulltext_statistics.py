@@ -13,10 +13,10 @@ sum the slots. Counts are exact; ``max_tf`` (largest term frequency) and ``min_t
 chunk) are bounds, kept with greatest/least and still valid after deletions, that let search prune.
 
 Cost: one write per distinct lexeme per batch. Statement-level triggers with transition tables see a
-multi-row INSERT as one batch. Ingestion inserts chunks one row per statement, so a statement of
-fewer than ``BATCH_ROWS`` chunks is only noted in ``fulltext_pending`` (unlogged), and a deferred
-trigger counts all the transaction's noted chunks together at commit. Deletes are counted at once,
-minus the chunks still pending.
+multi-row INSERT (ingestion's) as one batch. A statement of fewer than ``BATCH_ROWS`` chunks (one row
+per statement, say) is only noted in ``fulltext_pending`` (unlogged), and a deferred trigger counts
+all the transaction's noted chunks together at commit. Deletes are counted at once, minus the chunks
+still pending.
 
 Writers must run at READ COMMITTED (as ingestion does): a slot row committed by an earlier holder
 is updated in place, which REPEATABLE READ would refuse.
@@ -215,12 +215,6 @@ TRIGGERS = [
     f"EXECUTE FUNCTION {SCHEMA}.fulltext_forget_collections()",
 ]
 
-# GIN indexes collect new entries in a pending list that every search reads in full until it is
-# merged (at its size limit, or by vacuum). A search probes the GIN indexes once per query term, so
-# right after an ingestion the default 4 MB list cost each probe ~3 ms; 256 kB bounds that to ~0.2 ms.
-PENDING_LIST_KB = 256
-PENDING_LIST = f"ALTER INDEX {SCHEMA}.ix_chunks_tsv SET (gin_pending_list_limit = {PENDING_LIST_KB})"
-
 # The lexemes that occur more than once in a tsvector, indexed: a search that finds a chunk there
 # for none of its terms knows every term's frequency in it is 1, without reading its tsvector.
 REPEATS_FUNCTION = f"""
@@ -231,8 +225,7 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
 $$
 """
 REPEATS_INDEX = (
-    f"CREATE INDEX ix_chunks_tsv_repeats ON {SCHEMA}.chunks USING gin ({SCHEMA}.fulltext_repeats(tsv)) "
-    f"WITH (gin_pending_list_limit = {PENDING_LIST_KB})"
+    f"CREATE INDEX ix_chunks_tsv_repeats ON {SCHEMA}.chunks USING gin ({SCHEMA}.fulltext_repeats(tsv))"
 )
 
 FUNCTIONS = (
@@ -299,7 +292,6 @@ def upgrade() -> None:
     op.execute(SLOT_FUNCTION)
     op.execute(REPEATS_FUNCTION)
     op.execute(REPEATS_INDEX)
-    op.execute(PENDING_LIST)
     for function in (INSERTED, FLUSH, DELETED, UPDATED, FORGET):
         op.execute(function)
     for statement in BACKFILL:
@@ -317,7 +309,6 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION {SCHEMA}.{name}()")
     op.execute(f"DROP FUNCTION {SCHEMA}.fulltext_slot(uuid)")
     op.drop_index("ix_chunks_tsv_repeats", "chunks", schema=SCHEMA)
-    op.execute(f"ALTER INDEX {SCHEMA}.ix_chunks_tsv RESET (gin_pending_list_limit)")
     op.execute(f"DROP FUNCTION {SCHEMA}.fulltext_repeats(tsvector)")
     op.drop_table("fulltext_pending", schema=SCHEMA)
     op.drop_table("fulltext_totals", schema=SCHEMA)
