@@ -8,12 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from opentier.errors import ConfigError
+from opentier.plugin_options import OptionTable
 
-_T = TypeVar("_T")
-WHERE = "[plugins.options.claude]"
 OPTION_KEYS = (
     "model",
     "max_tokens",
@@ -48,56 +46,16 @@ class ClaudeOptions:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> ClaudeOptions:
         """Options from a TOML table; an unknown key or a wrong value is a :class:`ConfigError`."""
-        unknown = sorted(set(raw) - set(OPTION_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"{WHERE} has unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_KEYS)}"
-            )
+        table = OptionTable("claude", raw, OPTION_KEYS)
         defaults = cls()
+        max_retries = table.whole("max_retries", minimum=0)
         return cls(
-            model=_text(raw, "model") or defaults.model,
-            max_tokens=_whole(raw, "max_tokens", minimum=1),
-            timeout_seconds=_number(raw, "timeout_seconds", low=0.001) or defaults.timeout_seconds,
-            connect_timeout_seconds=_number(raw, "connect_timeout_seconds", low=0.001)
+            model=table.text("model") or defaults.model,
+            max_tokens=table.whole("max_tokens", minimum=1),
+            timeout_seconds=table.number("timeout_seconds", low=0.001) or defaults.timeout_seconds,
+            connect_timeout_seconds=table.number("connect_timeout_seconds", low=0.001)
             or defaults.connect_timeout_seconds,
-            max_retries=_or(_whole(raw, "max_retries", minimum=0), defaults.max_retries),
-            base_url=_text(raw, "base_url"),
-            context_window=_whole(raw, "context_window", minimum=1) or defaults.context_window,
+            max_retries=defaults.max_retries if max_retries is None else max_retries,
+            base_url=table.text("base_url"),
+            context_window=table.whole("context_window", minimum=1) or defaults.context_window,
         )
-
-
-def _or(value: _T | None, default: _T) -> _T:
-    return default if value is None else value
-
-
-def _text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{WHERE} {key} must be a non-empty text, not {value!r}")
-    return value.strip()
-
-
-def _whole(raw: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{WHERE} {key} must be a whole number >= {minimum}, not {value!r}")
-    return value
-
-
-def _number(raw: Mapping[str, Any], key: str, *, low: float, high: float | None = None) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"from {low} to {high}" if high is not None else f">= {low}"
-        raise ConfigError(f"{WHERE} {key} must be a number {bounds}, not {value!r}")
-    return float(value)

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
-from opentier.errors import ConfigError
+from opentier.plugin_options import OptionTable
 
-_T = TypeVar("_T")
-WHERE = "[plugins.options.openai-compatible]"
 OPTION_KEYS = (
     "base_url",
     "model",
@@ -62,74 +60,28 @@ class OpenAIOptions:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> OpenAIOptions:
         """Options from a TOML table; an unknown key or a wrong value is a :class:`ConfigError`."""
-        unknown = sorted(set(raw) - set(OPTION_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"{WHERE} has unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_KEYS)}"
-            )
+        table = OptionTable("openai-compatible", raw, OPTION_KEYS)
         defaults = cls()
-        base_url = _text(raw, "base_url") or defaults.base_url
+        base_url = table.text("base_url") or defaults.base_url
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigError(
-                f"{WHERE} base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, not {base_url!r}"
-            )
-        extra_body = raw.get("extra_body", {})
-        if not isinstance(extra_body, Mapping):
-            raise ConfigError(f"{WHERE} extra_body must be a table, not {extra_body!r}")
-        include_usage = raw.get("include_usage", True)
-        if not isinstance(include_usage, bool):
-            raise ConfigError(f"{WHERE} include_usage must be true or false, not {include_usage!r}")
+            raise table.error("base_url", f"an http(s) URL such as {DEFAULT_BASE_URL}", base_url)
+        max_retries = table.whole("max_retries", minimum=0)
+        max_retry_wait = table.number("max_retry_wait_seconds", low=0.0)
+        include_usage = table.flag("include_usage")
         return cls(
             base_url=base_url.rstrip("/"),
-            model=_text(raw, "model"),
-            timeout_seconds=_number(raw, "timeout_seconds", low=0.001) or defaults.timeout_seconds,
-            connect_timeout_seconds=_number(raw, "connect_timeout_seconds", low=0.001)
+            model=table.text("model"),
+            timeout_seconds=table.number("timeout_seconds", low=0.001) or defaults.timeout_seconds,
+            connect_timeout_seconds=table.number("connect_timeout_seconds", low=0.001)
             or defaults.connect_timeout_seconds,
-            max_retries=_or(_whole(raw, "max_retries", minimum=0), defaults.max_retries),
-            max_retry_wait_seconds=_or(
-                _number(raw, "max_retry_wait_seconds", low=0.0), defaults.max_retry_wait_seconds
-            ),
-            context_window=_whole(raw, "context_window", minimum=1) or defaults.context_window,
-            max_tokens=_whole(raw, "max_tokens", minimum=1),
-            temperature=_number(raw, "temperature", low=0.0, high=2.0),
-            include_usage=include_usage,
-            extra_body=dict(extra_body),
+            max_retries=defaults.max_retries if max_retries is None else max_retries,
+            max_retry_wait_seconds=defaults.max_retry_wait_seconds
+            if max_retry_wait is None
+            else max_retry_wait,
+            context_window=table.whole("context_window", minimum=1) or defaults.context_window,
+            max_tokens=table.whole("max_tokens", minimum=1),
+            temperature=table.number("temperature", low=0.0, high=2.0),
+            include_usage=True if include_usage is None else include_usage,
+            extra_body=table.table("extra_body") or {},
         )
-
-
-def _or(value: _T | None, default: _T) -> _T:
-    return default if value is None else value
-
-
-def _text(raw: Mapping[str, Any], key: str) -> str | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{WHERE} {key} must be a non-empty text, not {value!r}")
-    return value.strip()
-
-
-def _whole(raw: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{WHERE} {key} must be a whole number >= {minimum}, not {value!r}")
-    return value
-
-
-def _number(raw: Mapping[str, Any], key: str, *, low: float, high: float | None = None) -> float | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < low
-        or (high is not None and value > high)
-    ):
-        bounds = f"from {low:g} to {high:g}" if high is not None else f">= {low:g}"
-        raise ConfigError(f"{WHERE} {key} must be a number {bounds}, not {value!r}")
-    return float(value)

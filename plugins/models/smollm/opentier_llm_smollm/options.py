@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opentier.errors import ConfigError
+from opentier.plugin_options import OptionTable
 
-WHERE = "[plugins.options.smollm]"
 OPTION_KEYS = ("model_path", "context_window", "threads", "max_tokens", "repeat_penalty", "seed", "preload")
 
 
@@ -52,43 +51,16 @@ class SmolLMOptions:
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> SmolLMOptions:
         """Options from a TOML table; an unknown key or a wrong value is a :class:`ConfigError`."""
-        unknown = sorted(set(raw) - set(OPTION_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"{WHERE} has unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTION_KEYS)}"
-            )
-        model_path = raw.get("model_path")
-        if model_path is not None and not isinstance(model_path, str | os.PathLike):
-            raise ConfigError(f"{WHERE} model_path must be a path, not {model_path!r}")
-        preload = raw.get("preload", False)
-        if not isinstance(preload, bool):
-            raise ConfigError(f"{WHERE} preload must be true or false, not {preload!r}")
+        table = OptionTable("smollm", raw, OPTION_KEYS)
         defaults = cls()
-        repeat_penalty = raw.get("repeat_penalty", defaults.repeat_penalty)
-        if (
-            isinstance(repeat_penalty, bool)
-            or not isinstance(repeat_penalty, int | float)
-            or repeat_penalty < 1
-        ):
-            raise ConfigError(f"{WHERE} repeat_penalty must be a number >= 1, not {repeat_penalty!r}")
-        seed = raw.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{WHERE} seed must be a whole number >= 0, not {seed!r}")
+        repeat_penalty = table.number("repeat_penalty", low=1.0)
+        seed = table.whole("seed", minimum=0)
         return cls(
-            model_path=Path(model_path).expanduser() if model_path is not None else None,
-            context_window=_whole(raw, "context_window", minimum=256) or defaults.context_window,
-            threads=_whole(raw, "threads", minimum=1),
-            max_tokens=_whole(raw, "max_tokens", minimum=1),
-            repeat_penalty=float(repeat_penalty),
-            seed=seed,
-            preload=preload,
+            model_path=table.path("model_path"),
+            context_window=table.whole("context_window", minimum=256) or defaults.context_window,
+            threads=table.whole("threads", minimum=1),
+            max_tokens=table.whole("max_tokens", minimum=1),
+            repeat_penalty=defaults.repeat_penalty if repeat_penalty is None else repeat_penalty,
+            seed=0 if seed is None else seed,
+            preload=table.flag("preload") or False,
         )
-
-
-def _whole(raw: Mapping[str, Any], key: str, *, minimum: int) -> int | None:
-    value = raw.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{WHERE} {key} must be a whole number >= {minimum}, not {value!r}")
-    return value
