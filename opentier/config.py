@@ -171,6 +171,65 @@ class GatewaySettings(Section):
         return self
 
 
+class StreamingSettings(Section):
+    """Chat streams through the gateway: WebSocket ``/v1/chat/ws``, SSE ``/v1/chat/stream`` and the
+    OpenAI-compatible ``/v1/chat/completions``."""
+
+    heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="A heartbeat is sent on an idle WebSocket or SSE stream this often."
+    )
+    send_buffer_events: int = Field(
+        default=256,
+        ge=8,
+        le=65536,
+        description="Events held for one connection while its client is slow to read; a full buffer "
+        "pauses the turn (backpressure).",
+    )
+    slow_client_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A client whose buffer stays full this long is closed (WebSocket close code 4408, "
+        "`slow_consumer`) and its turn cancelled, rather than holding memory.",
+    )
+    max_frame_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest WebSocket message a client may send."
+    )
+    replay_events: int = Field(
+        default=4096,
+        ge=16,
+        description="Events an SSE stream keeps for clients that reconnect with Last-Event-ID.",
+    )
+    resume_window_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="How long an SSE turn keeps running, and its events are kept, after its client "
+        "disconnected; a reconnect within it resumes, after it the turn is cancelled.",
+    )
+    turn_deadline_seconds: float = Field(
+        default=300.0, gt=0, description="Longest a chat turn may stream through the gateway."
+    )
+
+
+class LimitsSettings(Section):
+    """Request rate limits (``limits`` notation, e.g. ``"60 per minute; 1000 per hour"``, empty: none)
+    and token quotas (tokens, 0: unlimited)."""
+
+    storage: str = Field(
+        default="memory://",
+        description="`limits` storage URI of the rate limits; a shared one (`redis://host:6379`) when "
+        "several gateways run.",
+    )
+    per_api_key: str = Field(default="600 per minute", description="Requests allowed per API key.")
+    per_user: str = Field(default="600 per minute", description="Requests allowed per user (any credential).")
+    per_address: str = Field(
+        default="1200 per minute", description="Requests allowed per client address (signed in or not)."
+    )
+    tenant_tokens_per_day: int = Field(default=0, ge=0, description="Tokens a tenant may spend per UTC day.")
+    tenant_tokens_per_month: int = Field(default=0, ge=0, description="Tokens a tenant may spend per month.")
+    user_tokens_per_day: int = Field(default=0, ge=0, description="Tokens a user may spend per UTC day.")
+    user_tokens_per_month: int = Field(default=0, ge=0, description="Tokens a user may spend per month.")
+
+
 class AuthSettings(Section):
     """Gateway identity: sign-up, token lifetimes, login throttling, passwords and API keys."""
 
@@ -592,6 +651,8 @@ class Settings(BaseSettings):
     host: HostSettings = Field(default_factory=HostSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    streaming: StreamingSettings = Field(default_factory=StreamingSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

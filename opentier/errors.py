@@ -205,6 +205,12 @@ class RateLimitedError(OpenTierError):
         self.retry_after = retry_after
 
 
+class QuotaExceededError(RateLimitedError):
+    """A token quota (per tenant or user, per day or month) is used up until ``retry_after`` seconds."""
+
+    code = "quota_exceeded"
+
+
 class HostUnavailableError(OpenTierError):
     """The gateway cannot reach a healthy intelligence host; trying again later may work."""
 

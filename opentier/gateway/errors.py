@@ -56,6 +56,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "llm_misconfigured": 502,
     "llm_request_invalid": 400,
     "rate_limited": 429,
+    "quota_exceeded": 429,
     "host_unavailable": 503,
 }
 

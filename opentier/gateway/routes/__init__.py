@@ -33,6 +33,12 @@ IDENTITY_MODULES = (
     "opentier.gateway.routes.users",
     "opentier.gateway.routes.keys",
 )
+#: Chat streaming: WebSocket, server-sent events, the OpenAI-compatible API (docs/streaming.md).
+STREAMING_MODULES = (
+    "opentier.gateway.routes.chat_ws",
+    "opentier.gateway.routes.chat_sse",
+    "opentier.gateway.routes.openai_compat",
+)
 #: Endpoints that read their body as a stream with a limit of their own.
 STREAMED_BODY_ENDPOINTS = frozenset({"documents.upload_document"})
 
@@ -57,7 +63,7 @@ def register(app: Quart) -> None:
     _limit_bodies(app)
     for blueprint in RESOURCE_BLUEPRINTS:
         app.register_blueprint(blueprint)
-    for name in IDENTITY_MODULES:
+    for name in IDENTITY_MODULES + STREAMING_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
