@@ -44,6 +44,40 @@ def test_a_part_that_found_the_document_lends_its_rank_to_the_other_chunks_of_it
     }
 
 
+def test_with_documents_ranks_count_documents_not_the_chunks_of_another_document() -> None:
+    # The vector part found three chunks of document A before the first chunk of B: B is its second
+    # document, so B's chunk is ranked 2 (not 4), as RRF over documents would rank it; A's own later
+    # chunks still rank below A's first.
+    docs = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "c1": "C"}
+    vector, fulltext = hits("a1", "a2", "a3", "b1"), hits("c1", "b1")
+    fused = {h.chunk_id: h.score for h in fuse([(1.0, vector), (1.0, fulltext)], k=60, documents=docs)}
+    assert fused["b1"] == pytest.approx(1 / 62 + 1 / 62)
+    assert fused["a1"] == pytest.approx(1 / 61) and fused["a2"] == pytest.approx(1 / 62)
+    assert fused["a3"] == pytest.approx(1 / 63)
+    assert fused["c1"] == pytest.approx(1 / 61)
+    # Without documents every chunk counts: b1 is fourth in the vector part.
+    plain = {h.chunk_id: h.score for h in fuse([(1.0, vector), (1.0, fulltext)], k=60)}
+    assert plain["b1"] == pytest.approx(1 / 64 + 1 / 62)
+
+
+def test_a_documents_best_chunk_carries_the_documents_fused_score() -> None:
+    # Each part ranks a different chunk of D first, and also found the other one lower down: no chunk
+    # holds both first places, yet D is first in both parts, so D must come first with 2 / 61.
+    docs = {"d1": "D", "d2": "D", "e1": "E", "f1": "F"}
+    vector, fulltext = hits("d1", "e1", "d2"), hits("d2", "f1", "d1")
+    fused = fuse([(1.0, vector), (1.0, fulltext)], k=60, documents=docs)
+    assert fused[0].chunk_id in {"d1", "d2"} and fused[0].score == pytest.approx(2 / 61)
+    others = {h.chunk_id: h.score for h in fused[1:]}
+    assert max(others.values()) < 2 / 61
+
+
+def test_equal_scores_go_to_the_earlier_parts_better_rank_not_to_the_id() -> None:
+    # x is third for the first part only, a third for the second only: equal sums, equal best ranks.
+    first, second = hits("p", "q", "x"), hits("r", "s", "a")
+    assert [h.chunk_id for h in fuse([(1.0, first), (1.0, second)], k=60)][4:] == ["x", "a"]
+    assert [h.chunk_id for h in fuse([(1.0, second), (1.0, first)], k=60)][4:] == ["a", "x"]
+
+
 def test_fuse_breaks_ties_by_best_rank_then_id() -> None:
     # w and z: ranks 1 and 2 each, so equal sums and equal best ranks; the smaller id goes first
     fused = fuse([(1.0, hits("w", "z")), (1.0, hits("z", "w"))], k=60)
