@@ -256,5 +256,8 @@ def _both(first: str, second: str) -> str:
 
 
 def _best(rows: Sequence[Any], k: int) -> list[SearchHit]:
-    scored = sorted(((float(row.score), str(row.id)) for row in rows), key=lambda pair: (-pair[0], pair[1]))
-    return [SearchHit(chunk_id=key, score=score) for score, key in scored[:k]]
+    scored = sorted(
+        ((float(row.score), str(row.id), str(row.document_id)) for row in rows),
+        key=lambda row: (-row[0], row[1]),
+    )
+    return [SearchHit(chunk_id=key, score=score, document_id=document) for score, key, document in scored[:k]]

@@ -35,8 +35,8 @@ EXACT_SCORE = f"""(
 # from ANDing the bitmap with the (tenant, collection) index, which would read every entry of the
 # collection (a tsquery known only at run time has no selectivity estimate). The scope filters after.
 _MATCHING = (
-    f"SELECT {ALIAS}.id, {ALIAS}.ctid AS tid, {ALIAS}.tenant_id, {ALIAS}.collection_id, "
-    f"{ALIAS}.metadata, {ALIAS}.token_count{{extra}} FROM intelligence.chunks {ALIAS} "
+    f"SELECT {ALIAS}.id, {ALIAS}.ctid AS tid, {ALIAS}.document_id, {ALIAS}.tenant_id, "
+    f"{ALIAS}.collection_id, {ALIAS}.metadata, {ALIAS}.token_count{{extra}} FROM intelligence.chunks {ALIAS} "
     f"WHERE {ALIAS}.tsv @@ {{condition}} OFFSET 0"
 )
 
@@ -132,15 +132,16 @@ def _hits(scope: SqlFragment, *, repeats: bool) -> str:
     norm = _NORM.format(length="h.token_count")
     return f"""
     hits AS MATERIALIZED (
-        SELECT h.id, h.tid, h.token_count, p.number
+        SELECT h.id, h.tid, h.document_id, h.token_count, p.number
         FROM unnest(CAST(:probes AS text[])) WITH ORDINALITY AS p(probe, number)
         CROSS JOIN LATERAL (
-            SELECT {ALIAS}.id, {ALIAS}.tid, {ALIAS}.token_count FROM ({matching}) AS {ALIAS}
+            SELECT {ALIAS}.id, {ALIAS}.tid, {ALIAS}.document_id, {ALIAS}.token_count
+            FROM ({matching}) AS {ALIAS}
             WHERE {scope.sql} AND {ALIAS}.collection_id = ANY(CAST(:collections AS uuid[]))
         ) AS h
     ),{repeated}
     bounds AS MATERIALIZED (
-        SELECT h.id, h.tid,
+        SELECT h.id, h.tid, h.document_id,
             sum(w.weight * ({_K1} + 1) / (1 + {_K1} * {norm})) AS lower,
             sum(w.weight * m.tf * ({_K1} + 1) / (m.tf + {_K1} * {norm})) AS upper
         FROM hits h
@@ -151,7 +152,7 @@ def _hits(scope: SqlFragment, *, repeats: bool) -> str:
         ) WITH ORDINALITY AS w(weight, max_tf, probed, number) ON w.number = h.number
         {join}
         CROSS JOIN LATERAL (SELECT {most} AS tf) AS m
-        GROUP BY h.id, h.tid
+        GROUP BY h.id, h.tid, h.document_id
     ),
     floor AS (
         SELECT coalesce((SELECT lower FROM bounds ORDER BY lower DESC OFFSET :skip LIMIT 1), 0) AS value
@@ -180,21 +181,22 @@ def ranked(scope: SqlFragment) -> str:
     return f"""
     WITH {_hits(scope, repeats=True)},
     reaching AS MATERIALIZED (
-        SELECT b.id, b.tid, b.lower, b.upper, row_number() OVER (ORDER BY b.lower DESC, b.id) AS place
+        SELECT b.id, b.tid, b.document_id, b.lower, b.upper,
+            row_number() OVER (ORDER BY b.lower DESC, b.id) AS place
         FROM bounds b, floor f
         WHERE b.upper >= f.value * (1 - 1e-9)
     ),
     first AS MATERIALIZED (
-        SELECT {ALIAS}.id, {score} AS score
+        SELECT {ALIAS}.id, r.document_id, {score} AS score
         FROM reaching r {fetch}
         WHERE r.place <= :exact
     ),
     bar AS (
         SELECT coalesce((SELECT score FROM first ORDER BY score DESC OFFSET :skip LIMIT 1), 0) AS value
     )
-    SELECT id, score FROM first
+    SELECT id, document_id, score FROM first
     UNION ALL
-    SELECT {ALIAS}.id, {score}
+    SELECT {ALIAS}.id, r.document_id, {score}
     FROM reaching r CROSS JOIN bar {fetch}
     WHERE r.place > :exact AND r.upper >= bar.value * (1 - 1e-9)
     """
@@ -204,7 +206,7 @@ def exhaustive(scope: SqlFragment) -> str:
     """Every chunk that matches ``:condition``, scored exactly (phrase queries: their chunks are few)."""
     matching = _MATCHING.format(extra=f", {ALIAS}.tsv", condition="CAST(:condition AS tsquery)")
     return f"""
-    SELECT {ALIAS}.id, {EXACT_SCORE} AS score
+    SELECT {ALIAS}.id, {ALIAS}.document_id, {EXACT_SCORE} AS score
     FROM ({matching}) AS {ALIAS}
     WHERE {scope.sql} AND {ALIAS}.collection_id = ANY(CAST(:collections AS uuid[]))
     ORDER BY score DESC, {ALIAS}.id

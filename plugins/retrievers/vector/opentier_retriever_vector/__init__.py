@@ -50,7 +50,7 @@ def nearest(context: RetrievalContext, embedding: Sequence[float], k: int) -> St
     distance = distance_sql(dims, "query_vector").replace("embedding", f"{ALIAS}.embedding", 1)
     scope = context.scope_sql(ALIAS)
     sql = (
-        f"SELECT {ALIAS}.id, {distance} AS distance FROM intelligence.chunks {ALIAS} "
+        f"SELECT {ALIAS}.id, {ALIAS}.document_id, {distance} AS distance FROM intelligence.chunks {ALIAS} "
         f"WHERE {ALIAS}.embedding_dims = {dims} AND {scope.sql} "
         f"ORDER BY {distance} LIMIT :k"
     )
@@ -74,8 +74,11 @@ class VectorRetriever(Retriever):
             await conn.execute(_SET_LOCAL, settings)
             rows = (await conn.execute(sa.text(statement.sql), dict(statement.params))).all()
         # relaxed_order may return neighbours slightly out of order; equal scores go by chunk id.
-        ranked = sorted(((1.0 - float(distance), str(key)) for key, distance in rows), key=_best_first)
-        return [SearchHit(chunk_id=key, score=score) for score, key in ranked]
+        ranked = sorted(
+            ((1.0 - float(distance), str(key), str(document)) for key, document, distance in rows),
+            key=_best_first,
+        )
+        return [SearchHit(chunk_id=key, score=score, document_id=document) for score, key, document in ranked]
 
 
 _SET_LOCAL = sa.text(
@@ -85,8 +88,8 @@ _SET_LOCAL = sa.text(
 )
 
 
-def _best_first(pair: tuple[float, str]) -> tuple[float, str]:
-    return -pair[0], pair[1]
+def _best_first(row: tuple[float, str, str]) -> tuple[float, str]:
+    return -row[0], row[1]
 
 
 @hookimpl
