@@ -216,18 +216,52 @@ class LimitsSettings(Section):
 
     storage: str = Field(
         default="memory://",
-        description="`limits` storage URI of the rate limits; a shared one (`redis://host:6379`) when "
-        "several gateways run.",
+        description="`limits` storage URI of the rate limits; a shared one (`redis://host:6379`, needs "
+        "`pip install 'opentier[redis]'`) when several gateways run.",
     )
-    per_api_key: str = Field(default="600 per minute", description="Requests allowed per API key.")
-    per_user: str = Field(default="600 per minute", description="Requests allowed per user (any credential).")
+    per_api_key: str = Field(
+        default="600 per minute",
+        description="Requests allowed per API key, in `limits` notation (`60 per minute; 1000 per hour`); "
+        "empty: no limit. Over it: 429 `rate_limited` with Retry-After.",
+    )
+    per_user: str = Field(
+        default="600 per minute", description="Requests allowed per user (any credential of theirs)."
+    )
     per_address: str = Field(
-        default="1200 per minute", description="Requests allowed per client address (signed in or not)."
+        default="1200 per minute",
+        description="Requests allowed per client address, signed in or not (behind "
+        "auth.trusted_proxies, the address the proxies saw).",
     )
-    tenant_tokens_per_day: int = Field(default=0, ge=0, description="Tokens a tenant may spend per UTC day.")
-    tenant_tokens_per_month: int = Field(default=0, ge=0, description="Tokens a tenant may spend per month.")
-    user_tokens_per_day: int = Field(default=0, ge=0, description="Tokens a user may spend per UTC day.")
-    user_tokens_per_month: int = Field(default=0, ge=0, description="Tokens a user may spend per month.")
+    tenant_tokens_per_day: int = Field(
+        default=0, ge=0, description="Tokens (input + output) a tenant may spend per UTC day; 0: unlimited."
+    )
+    tenant_tokens_per_month: int = Field(
+        default=0, ge=0, description="Tokens a tenant may spend per UTC calendar month; 0: unlimited."
+    )
+    user_tokens_per_day: int = Field(
+        default=0, ge=0, description="Tokens a user may spend per UTC day; 0: unlimited."
+    )
+    user_tokens_per_month: int = Field(
+        default=0, ge=0, description="Tokens a user may spend per UTC calendar month; 0: unlimited."
+    )
+
+    @model_validator(mode="after")
+    def _limits_parse(self) -> LimitsSettings:
+        from limits import parse_many
+
+        for key in RATE_LIMIT_KEYS:
+            value = getattr(self, key).strip()
+            if not value:
+                continue
+            try:
+                parse_many(value)
+            except ValueError as err:
+                raise ValueError(f"limits.{key}: {err} (e.g. `60 per minute; 1000 per hour`)") from None
+        return self
+
+
+#: The request rate limits of :class:`LimitsSettings`, each in ``limits`` notation.
+RATE_LIMIT_KEYS = ("per_api_key", "per_user", "per_address")
 
 
 class AuthSettings(Section):

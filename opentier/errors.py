@@ -145,6 +145,12 @@ class SourceTooLargeError(SourceRefusedError):
     grpc_status = "INVALID_ARGUMENT"
 
 
+class UploadTooLargeError(SourceTooLargeError):
+    """An upload is larger than the gateway accepts (``gateway.max_upload_bytes``)."""
+
+    code = "upload_too_large"
+
+
 class LLMError(OpenTierError):
     """The model failed to answer (a bad response, an error it reported)."""
 

@@ -34,6 +34,7 @@ EXPECTED_TABLES = {
         "api_keys",
         "login_attempts",
         "audit_log",
+        "token_usage",
     },
     "intelligence": {
         "alembic_version",

@@ -17,14 +17,16 @@ from quart import Quart
 from quart_schema import HttpSecurityScheme, Info, OpenAPIProvider, QuartSchema
 from quart_schema.openapi import APIKeySecurityScheme
 from quart_schema.typing import Model
+from werkzeug.routing import Rule
 
 from opentier import __version__
 from opentier.config import Settings
 from opentier.db.engine import create_engine
 from opentier.errors import ConfigError
 from opentier.gateway import request_id
-from opentier.gateway.errors import NoContent, register_error_handlers
+from opentier.gateway.errors import ErrorBody, NoContent, register_error_handlers
 from opentier.gateway.identity.service import IdentityService
+from opentier.gateway.limits.openapi import document_limits
 from opentier.gateway.state import EXTENSION_KEY, GatewayState
 
 log = logging.getLogger(__name__)
@@ -40,14 +42,30 @@ IDENTITY_ROUTE_MODULES = (
 
 
 class GatewayOpenAPI(OpenAPIProvider):
-    """quart-schema's document, with :class:`NoContent` responses written as bodiless ones."""
+    """quart-schema's document, with :class:`NoContent` responses written as bodiless ones, and the media
+    types a response model names in ``openapi_media_types`` (media type → JSON schema, ``None`` for the
+    model's own) in place of ``application/json`` (e.g. ``text/event-stream``). Every operation lists the
+    limits' answers, 429 and (with a body) 413 (:mod:`opentier.gateway.limits.openapi`)."""
 
     def build_response_object(
         self, model: type[Model], headers_model: type[Model] | None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         if model is NoContent:
             return {"description": "No content"}, {}
-        return super().build_response_object(model, headers_model)
+        built, components = super().build_response_object(model, headers_model)
+        media_types = getattr(model, "openapi_media_types", None)
+        if isinstance(media_types, dict):
+            own = built["content"]["application/json"]
+            built["content"] = {
+                media: own if schema is None else {"schema": schema} for media, schema in media_types.items()
+            }
+        return built, components
+
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        error, error_components = super().build_response_object(ErrorBody, None)
+        document_limits(paths, error)
+        return paths, {**components, **error_components}
 
 
 def create_app(settings: Settings) -> Quart:

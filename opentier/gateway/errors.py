@@ -49,6 +49,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "document_unreadable": 422,
     "source_refused": 403,
     "source_too_large": 413,
+    "upload_too_large": 413,
     "llm_failed": 502,
     "llm_unavailable": 503,
     "llm_rate_limited": 429,

@@ -24,10 +24,10 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from opentier.config import Settings, env_name
-from opentier.errors import ConfigError, HostUnavailableError, InvalidRequestError
+from opentier.errors import ConfigError, HostUnavailableError, InvalidRequestError, OpenTierError
 from opentier.gateway.host_errors import error_code, remote_error
-from opentier.gateway.rpc import Method, Req, Resp
-from opentier.generated.intelligence.v1 import common_pb2
+from opentier.gateway.rpc import CHAT, Method, Req, Resp
+from opentier.generated.intelligence.v1 import chat_pb2, common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ class HostClient:
     ) -> Resp:
         """Call ``method``; an idempotent one is tried again (backoff, jitter) while the host is
         unavailable, all tries within one deadline."""
-        if method.server_streaming:
-            raise TypeError(f"{method.label} streams: use stream()")
+        if method.server_streaming or method.client_streaming:
+            raise TypeError(f"{method.label} streams: use stream() or chat()")
         _set_caller(request, caller)
         gateway = self.settings.gateway
         budget = gateway.host_deadline_seconds if timeout is None else timeout
@@ -202,8 +202,8 @@ class HostClient:
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> AsyncGenerator[Resp, None]:
         """The messages of a server-streaming call (never retried); leaving the loop early cancels it."""
-        if not method.server_streaming:
-            raise TypeError(f"{method.label} is unary: use unary()")
+        if not method.server_streaming or method.client_streaming:
+            raise TypeError(f"{method.label} is not server-streaming only: use unary() or chat()")
         _set_caller(request, caller)
         deadline = self.settings.gateway.host_deadline_seconds if timeout is None else timeout
         call = self._callable(method)(request, metadata=self._credential(), timeout=deadline)
@@ -214,6 +214,30 @@ class HostClient:
             raise self._failed(method, err) from None
         finally:
             call.cancel()
+
+    async def chat(
+        self,
+        start: chat_pb2.ChatStart,
+        caller: common_pb2.Caller,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> HostChat:
+        """Open one chat turn on the host (``ChatService/Chat``, never retried) and send ``start``.
+
+        Iterate the returned :class:`HostChat` for the host's events; ``timeout`` (default
+        ``streaming.turn_deadline_seconds``) bounds the whole turn.
+        """
+        if not caller.tenant_id:
+            raise InvalidRequestError("the caller has no tenant")
+        deadline = self.settings.streaming.turn_deadline_seconds if timeout is None else timeout
+        call = self._callable(CHAT)(metadata=self._credential(), timeout=deadline)
+        chat = HostChat(self, call, caller)
+        try:
+            await chat.send(chat_pb2.ChatRequest(caller=caller, start=start))
+        except BaseException:
+            call.cancel()
+            raise
+        return chat
 
     async def health(self, timeout: float) -> dict[str, str]:  # noqa: ASYNC109
         """Serving status (``SERVING``, ``NOT_SERVING``, ``UNREACHABLE``...) of each target, through the
@@ -261,7 +285,10 @@ class HostClient:
         key, channel = self._next_channel()
         found = self._callables.get((key, method.path))
         if found is None:
-            make = channel.unary_stream if method.server_streaming else channel.unary_unary
+            if method.client_streaming:
+                make = channel.stream_stream if method.server_streaming else channel.stream_unary
+            else:
+                make = channel.unary_stream if method.server_streaming else channel.unary_unary
             found = make(
                 method.path,
                 request_serializer=method.request.SerializeToString,
@@ -275,6 +302,63 @@ class HostClient:
         if self._observer is not None:
             self._observer.host_call_failed(method.label, code)
         return remote_error(err, method.label, retry_after=self.settings.gateway.retry_after_seconds)
+
+
+class HostChat:
+    """One open ``ChatService/Chat`` call (from :meth:`HostClient.chat`).
+
+    Iterate it, once, for the host's :class:`ChatEvent` messages; a failed call raises the
+    :class:`~opentier.errors.OpenTierError` it stands for. :meth:`cancel` asks the host to stop the
+    turn (it still ends with ``usage`` and ``done``); :meth:`close`, or leaving the loop early, cancels
+    the call itself, which also stops the host's LLM.
+    """
+
+    def __init__(self, client: HostClient, call: Any, caller: common_pb2.Caller) -> None:
+        self._client = client
+        self._call = call
+        self._caller = caller
+        self._cancel_sent = False
+        self._writing = asyncio.Lock()
+
+    def __aiter__(self) -> AsyncGenerator[chat_pb2.ChatEvent, None]:
+        return self._events()
+
+    async def _events(self) -> AsyncGenerator[chat_pb2.ChatEvent, None]:
+        try:
+            async for message in self._call:
+                yield message
+        except grpc.aio.AioRpcError as err:
+            raise self._client._failed(CHAT, err) from None
+        finally:
+            self._call.cancel()
+
+    async def send(self, request: chat_pb2.ChatRequest) -> None:
+        """Write one message of the call; a call that already failed raises its error."""
+        async with self._writing:
+            try:
+                await self._call.write(request)
+            except grpc.aio.AioRpcError as err:
+                raise self._client._failed(CHAT, err) from None
+
+    async def cancel(self, reason: str) -> bool:
+        """Send ``ChatCancel`` once; False when the call is over already (nothing to stop)."""
+        if self._cancel_sent or self._call.done():
+            return False
+        self._cancel_sent = True
+        request = chat_pb2.ChatRequest(caller=self._caller, cancel=chat_pb2.ChatCancel(reason=reason))
+        try:
+            await self.send(request)
+        except (OpenTierError, asyncio.InvalidStateError) as err:
+            log.debug("chat cancel not sent, the call is over: %s", err)
+            return False
+        return True
+
+    def close(self) -> None:
+        """Cancel the call (a no-op once it ended)."""
+        self._call.cancel()
+
+    def done(self) -> bool:
+        return bool(self._call.done())
 
 
 def _set_caller(request: Message, caller: common_pb2.Caller) -> None:

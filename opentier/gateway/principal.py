@@ -73,10 +73,25 @@ def credential_from_headers() -> str:
 
 
 async def authenticate(credential: str) -> Principal:
-    """The principal a credential (access token or API key) stands for; unauthenticated otherwise."""
+    """The principal a credential (access token or API key) stands for; unauthenticated otherwise.
+
+    The answer (or the refusal) is kept on ``g`` for the rest of the request, so that the rate limits,
+    which look at the caller first, and the route's :func:`require` check a credential only once.
+    """
     from opentier.gateway.state import gateway_state
 
-    return await gateway_state().require_identity().authenticate(credential)
+    known = getattr(g, "authenticated", None)
+    if isinstance(known, tuple) and known[0] == credential:
+        if isinstance(known[1], Principal):
+            return known[1]
+        raise known[1]
+    try:
+        principal = await gateway_state().require_identity().authenticate(credential)
+    except (AuthenticationError, PermissionDeniedError) as err:
+        g.authenticated = (credential, err)
+        raise
+    g.authenticated = (credential, principal)
+    return principal
 
 
 def check_scopes(principal: Principal, scopes: tuple[str, ...]) -> None:

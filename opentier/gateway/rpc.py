@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from google.protobuf.message import Message
 
 from opentier.generated.intelligence.v1 import (
+    chat_pb2,
     collections_pb2,
     conversations_pb2,
     documents_pb2,
@@ -39,6 +40,8 @@ class Method(Generic[Req, Resp]):
     idempotent: bool = False
     #: The host answers with a stream of ``response`` messages.
     server_streaming: bool = False
+    #: The gateway sends a stream of ``request`` messages (with ``server_streaming``: bidirectional).
+    client_streaming: bool = False
 
     @property
     def path(self) -> str:
@@ -151,6 +154,16 @@ DELETE_CONVERSATION = _unary(
     idempotent=False,
 )
 
+#: One chat turn: ``start`` (then maybe ``cancel``) in, the turn's events out.
+CHAT: Method[chat_pb2.ChatRequest, chat_pb2.ChatEvent] = Method(
+    "ChatService",
+    "Chat",
+    chat_pb2.ChatRequest,
+    chat_pb2.ChatEvent,
+    server_streaming=True,
+    client_streaming=True,
+)
+
 #: Every method above (the contract test walks it).
 ALL: tuple[Method[Any, Any], ...] = (
     CREATE_COLLECTION,
@@ -169,4 +182,5 @@ ALL: tuple[Method[Any, Any], ...] = (
     LIST_CONVERSATIONS,
     GET_CONVERSATION,
     DELETE_CONVERSATION,
+    CHAT,
 )

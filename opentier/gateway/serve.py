@@ -2,7 +2,9 @@
 
 On SIGINT or SIGTERM (or when :attr:`GatewayServer.stop` is set), Hypercorn stops accepting connections,
 lets the requests in flight finish for up to ``gateway.shutdown_grace_seconds``, then runs the app's
-shutdown, which closes the channel pool to the host and the database. The listening socket is bound here,
+shutdown, which closes the channel pool to the host and the database. Long-lived streams (WebSocket, SSE)
+learn that the server is stopping from :func:`draining`, so that they end at once (WebSocket close 1001)
+rather than holding the grace period. The listening socket is bound here,
 before Hypercorn starts, so that port 0 works and the bound port is known (:attr:`GatewayServer.port`).
 """
 
@@ -19,8 +21,21 @@ from quart import Quart
 
 from opentier.config import Settings
 from opentier.errors import ConfigError
+from opentier.gateway.state import gateway_state
 
 log = logging.getLogger(__name__)
+
+#: Key of ``gateway_state(app).extras`` holding the app's :func:`draining` event.
+DRAINING_KEY = "draining"
+
+
+def draining(app: Quart | None = None) -> asyncio.Event:
+    """Set when the server serving ``app`` (default: the current app) begins to stop."""
+    extras = gateway_state(app).extras
+    event = extras.get(DRAINING_KEY)
+    if not isinstance(event, asyncio.Event):
+        event = extras[DRAINING_KEY] = asyncio.Event()
+    return event
 
 
 def bind_socket(address: str, port: int) -> socket.socket:
@@ -46,6 +61,8 @@ def hypercorn_config(settings: Settings, fd: int) -> Config:
     # Through the process's own handlers (JSON lines), not a stream handler of Hypercorn's.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
+    # A larger client message is refused by Hypercorn with close code 1009 before it is buffered whole.
+    config.websocket_max_message_size = settings.streaming.max_frame_bytes
     return config
 
 
@@ -78,11 +95,15 @@ class GatewayServer:
         for signum in signals:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            await serve(self.app, hypercorn_config(self.settings, fd), shutdown_trigger=self._stop.wait)
+            await serve(self.app, hypercorn_config(self.settings, fd), shutdown_trigger=self._stopping)
         finally:
             for signum in signals:
                 loop.remove_signal_handler(signum)
         log.info("gateway stopped")
+
+    async def _stopping(self) -> None:
+        await self._stop.wait()
+        draining(self.app).set()
 
     def _on_signal(self, signum: int) -> None:
         log.info(

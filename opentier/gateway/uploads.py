@@ -16,7 +16,7 @@ from typing import Any
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Event, Field, File, MultipartDecoder, NeedData
 
-from opentier.errors import InvalidRequestError, SourceTooLargeError
+from opentier.errors import InvalidRequestError, UploadTooLargeError
 
 FILE_FIELD = "file"
 #: The form fields an upload may carry besides the file, each at most :data:`FIELD_LIMIT` bytes.
@@ -66,8 +66,8 @@ def boundary_of(content_type: str | None) -> bytes:
     return boundary.encode("latin-1")
 
 
-def too_large(limit: int) -> SourceTooLargeError:
-    return SourceTooLargeError(
+def too_large(limit: int) -> UploadTooLargeError:
+    return UploadTooLargeError(
         f"the upload is larger than this gateway accepts ({limit} bytes, gateway.max_upload_bytes)"
     )
 
@@ -134,7 +134,7 @@ class _FormReader:
 
 
 async def read_upload(body: AsyncIterable[bytes], content_type: str | None, limit: int) -> Upload:
-    """The upload's file and fields; :class:`SourceTooLargeError` the moment the file passes ``limit``."""
+    """The upload's file and fields; :class:`UploadTooLargeError` the moment the file passes ``limit``."""
     boundary = boundary_of(content_type)
     # werkzeug's decoder (3.1) lets the delimiter's CR slip into the data when its buffer ends right
     # after `--boundary-` (the closing delimiter cut before its last dash): hold that dash back.

@@ -15,6 +15,7 @@ from opentier.gateway import host, host_errors, rpc
 from opentier.gateway.errors import STATUS_BY_CODE
 from opentier.gateway.uploads import read_upload
 from opentier.generated.intelligence.v1 import (
+    chat_pb2,
     collections_pb2,
     conversations_pb2,
     documents_pb2,
@@ -24,7 +25,7 @@ from opentier.generated.intelligence.v1 import (
 from opentier.host import errors as host_side_errors
 from opentier.host import token as host_side_token
 
-DESCRIPTORS = [collections_pb2, conversations_pb2, documents_pb2, ingest_pb2, search_pb2]
+DESCRIPTORS = [chat_pb2, collections_pb2, conversations_pb2, documents_pb2, ingest_pb2, search_pb2]
 
 
 @pytest.mark.parametrize("method", rpc.ALL, ids=lambda method: method.label)
@@ -39,7 +40,7 @@ def test_every_method_is_in_the_contract(method: rpc.Method[object, object]) -> 
     assert described.input_type.full_name == method.request.DESCRIPTOR.full_name
     assert described.output_type.full_name == method.response.DESCRIPTOR.full_name
     assert described.server_streaming == method.server_streaming
-    assert not described.client_streaming
+    assert described.client_streaming == method.client_streaming
     # Only reads are retried.
     assert method.idempotent == method.name.startswith(("Get", "List", "Search"))
 

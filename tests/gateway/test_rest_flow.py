@@ -254,7 +254,7 @@ async def test_upload_over_the_limit_is_413_and_nothing_is_ingested(
         headers=member.headers,
     )
     assert big.status_code == 413, big.text
-    assert big.json()["error"]["code"] == "source_too_large"
+    assert big.json()["error"]["code"] == "upload_too_large"
     assert "gateway.max_upload_bytes" in big.json()["error"]["message"]
 
     # Without a Content-Length the limit holds while the body streams in.
@@ -271,7 +271,7 @@ async def test_upload_over_the_limit_is_413_and_nothing_is_ingested(
             content=chunks(),
             headers=member.headers | {"Content-Type": "multipart/form-data; boundary=xyzzy"},
         )
-    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "source_too_large"
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "upload_too_large"
 
     exactly = await served_api.post(
         f"/v1/collections/{collection_id}/documents",

@@ -179,3 +179,41 @@ class AuditEvent(GatewayBase):
     address: Mapped[str | None]
     request_id: Mapped[str | None]
     details: Mapped[dict[str, Any]] = mapped_column(JSONB(), server_default=sa.text("'{}'::jsonb"))
+
+
+class TokenUsage(GatewayBase):
+    """The tokens of one chat turn, charged to its tenant, user and API key: the ledger behind token
+    quotas and usage reports. Plain ids (no foreign keys): usage outlives the user or key behind it.
+    Both indexes carry the token counts, so a period's sum is read from the index alone."""
+
+    __tablename__ = "token_usage"
+    __table_args__ = (
+        sa.CheckConstraint("input_tokens >= 0 AND output_tokens >= 0", name="tokens"),
+        sa.Index(
+            "ix_token_usage_tenant_id_created_at",
+            "tenant_id",
+            "created_at",
+            postgresql_include=["input_tokens", "output_tokens"],
+        ),
+        sa.Index(
+            "ix_token_usage_tenant_id_user_id_created_at",
+            "tenant_id",
+            "user_id",
+            "created_at",
+            postgresql_include=["input_tokens", "output_tokens"],
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[int] = mapped_column(sa.BigInteger(), sa.Identity(), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+    tenant_id: Mapped[uuid.UUID]
+    user_id: Mapped[uuid.UUID]
+    api_key_id: Mapped[uuid.UUID | None]
+    conversation_id: Mapped[str | None]
+    message_id: Mapped[str | None]
+    llm: Mapped[str] = mapped_column(server_default="")
+    model: Mapped[str] = mapped_column(server_default="")
+    input_tokens: Mapped[int] = mapped_column(sa.BigInteger())
+    output_tokens: Mapped[int] = mapped_column(sa.BigInteger())
+    estimated: Mapped[bool] = mapped_column(server_default=sa.false())

@@ -227,12 +227,15 @@ class Conversations:
         title: str,
         llm: str,
         metadata: Mapping[str, Any] | None = None,
+        supplied_history: Sequence[ChatMessage] = (),
     ) -> TurnRecord:
         """Store the user's ``message`` and the answer's row (``in_progress``), in a new conversation
         when ``conversation_id`` is ``None``; commit before returning.
 
         The conversation's row is locked meanwhile, so two turns of one conversation get distinct,
-        ordered positions. A conversation without a title takes ``title``.
+        ordered positions. A conversation without a title takes ``title``. The record's history is
+        ``supplied_history`` when the client sent one (its newest ``history_messages``), else the
+        stored conversation's.
         """
         async with self.db.begin() as conn:
             created = conversation_id is None
@@ -254,7 +257,10 @@ class Conversations:
                 await conn.execute(
                     sa.update(Conversation).where(Conversation.id == conversation_id).values(**changes)
                 )
-            history = await _history(conn, conversation_id, history_messages)
+            if supplied_history:
+                history = _newest(supplied_history, history_messages)
+            else:
+                history = await _history(conn, conversation_id, history_messages)
             last = await conn.scalar(
                 sa.select(sa.func.coalesce(sa.func.max(Message.ordinal), 0)).where(
                     Message.conversation_id == conversation_id
@@ -403,6 +409,12 @@ async def _insert(
     )
     assert isinstance(key, uuid.UUID)
     return key
+
+
+def _newest(messages: Sequence[ChatMessage], limit: int) -> list[ChatMessage]:
+    """The last ``limit`` of ``messages`` that have content, oldest first."""
+    shown = [message for message in messages if message.content.strip()]
+    return shown[len(shown) - limit :] if limit > 0 else []
 
 
 async def _history(conn: AsyncConnection, conversation_id: uuid.UUID, limit: int) -> list[ChatMessage]:

@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from opentier.components import LLM, ComponentKind, SearchHit, SearchQuery, TextDelta, Usage
+from opentier.components import LLM, ChatMessage, ComponentKind, SearchHit, SearchQuery, TextDelta, Usage
 from opentier.config import ChatSettings
 from opentier.db.models.intelligence import MessageStatus
 from opentier.engine.chat.citations import CitationFilter
@@ -63,6 +63,8 @@ T = TypeVar("T")
 
 #: Most earlier messages a request may ask to see in the prompt.
 MAX_HISTORY_MESSAGES = 200
+#: Most earlier messages a client may supply with a request (the newest ``history_messages`` are used).
+MAX_SUPPLIED_HISTORY = 10_000
 
 
 class LLMNotAllowedError(InvalidRequestError):
@@ -97,6 +99,9 @@ class TurnRequest:
     history_messages: int | None = None
     llm_options: Mapping[str, Any] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    #: Earlier turns kept by the client (oldest first, ``user``/``assistant``): when non-empty, the
+    #: prompt's history instead of the stored conversation's. Not stored.
+    history: Sequence[ChatMessage] = ()
 
 
 class Chat:
@@ -170,6 +175,7 @@ class Chat:
         if request.filters:
             compile_filter(request.filters, "c")
         options = _Options.of(request, settings, self.search)
+        _check_history(request.history)
         # A message too long for the model's window is refused now, before anything is stored.
         build_prompt(
             llm, settings, message, [], None, max_output_tokens=options.max_output_tokens, temperature=0.0
@@ -183,6 +189,7 @@ class Chat:
             title=title_from(message, settings.title_chars),
             llm=llm.name,
             metadata=request.metadata,
+            supplied_history=request.history,
         )
         limit = settings.deadline_seconds
         if deadline_seconds is not None:
@@ -201,6 +208,20 @@ class Chat:
             began=began,
             deadline=began + limit,
         )
+
+
+def _check_history(history: Sequence[ChatMessage]) -> None:
+    if len(history) > MAX_SUPPLIED_HISTORY:
+        raise InvalidRequestError(
+            f"the request carries {len(history)} history messages; at most {MAX_SUPPLIED_HISTORY} are "
+            "accepted"
+        )
+    for index, message in enumerate(history):
+        if message.role not in ("user", "assistant"):
+            raise InvalidRequestError(
+                f"history[{index}] has the role {message.role!r}; only user and assistant messages are "
+                "accepted (the host's system prompt applies)"
+            )
 
 
 @dataclass(frozen=True, slots=True)

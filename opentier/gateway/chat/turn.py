@@ -1,4 +1,4 @@
-"""One chat turn relayed from the host: :class:`ChatTurn` (contract; implementation pending).
+"""One chat turn relayed from the host: :class:`ChatTurn`.
 
 A turn opens the host's bidirectional ``Chat`` call (:meth:`opentier.gateway.host.HostClient.chat`),
 sends ``start``, and yields the host's events as :class:`~opentier.gateway.chat.events.TurnEvent`
@@ -14,21 +14,33 @@ values. Its contract, which every transport relies on:
   (``aclose``, the task cancelled) cancels the gRPC call, which also stops the LLM.
 - Token quota: before starting, the caller's quotas are checked (refused: ``QuotaExceededError``).
   While tokens stream, their count is estimated (:func:`opentier.gateway.limits.quotas.estimate_tokens`);
-  when used + estimate reaches a limit the turn cancels itself and yields a ``quota`` event before the
-  host's ``usage`` and ``done``. The host's ``usage`` event is what is charged (``TokenQuotas.charge``),
-  once per turn, whatever way the turn ends; with no usage event (host died) the estimate is charged.
+  when used + estimate reaches a limit the turn cancels itself and yields a ``quota`` event after the
+  host's ``usage``, before ``done`` (the order of :mod:`~opentier.gateway.chat.events`). The host's
+  ``usage`` event is what is charged (``TokenQuotas.charge``), once per turn, whatever way the turn
+  ends; with no usage event (host died) the estimate is charged.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from opentier.gateway.chat.events import TurnEvent
+from opentier.errors import HostUnavailableError, OpenTierError
+from opentier.gateway.chat.events import TurnEvent, error_event, from_host, quota_event
 from opentier.gateway.chat.start import ChatStartRequest
-from opentier.gateway.host import HostClient
-from opentier.gateway.limits.quotas import TokenQuotas
+from opentier.gateway.host import HostChat, HostClient
+from opentier.gateway.limits.quotas import QuotaWindow, TokenQuotas, UsageCharge, estimate_tokens
 from opentier.gateway.principal import Principal
 from opentier.generated.intelligence.v1 import common_pb2
+
+log = logging.getLogger(__name__)
+
+#: Reason sent to the host when the caller's token quota ends the turn.
+QUOTA_CANCEL_REASON = "token quota used up"
 
 
 class ChatTurn:
@@ -49,10 +61,191 @@ class ChatTurn:
         self.caller = caller
         self.start = start
         self.quotas = quotas
-        self.deadline_seconds = deadline_seconds
+        #: Longest the turn may stream (default ``streaming.turn_deadline_seconds``).
+        self.deadline_seconds = (
+            client.settings.streaming.turn_deadline_seconds if deadline_seconds is None else deadline_seconds
+        )
+        #: Set from the host's ``started`` event.
+        self.conversation_id: str | None = None
+        self.message_id: str | None = None
+        #: Output tokens estimated from the streamed text so far.
+        self.estimated_output_tokens = 0
+        self._chat: HostChat | None = None
+        self._cancel_reason: str | None = None
+        self._iterated = False
+        self._charged = False
+        self._llm = start.llm or ""
+        self._charging: set[asyncio.Task[None]] = set()
+        self._began = time.monotonic()
+        self._first_token: float | None = None
+        self._quota: TurnEvent | None = None
+        self._started = False
 
-    def events(self) -> AsyncIterator[TurnEvent]:
-        raise NotImplementedError
+    def events(self) -> AsyncGenerator[TurnEvent, None]:
+        """The turn's events, ``done`` last; see the module's docstring for what is raised."""
+        if self._iterated:
+            raise RuntimeError("a ChatTurn is iterated once")
+        self._iterated = True
+        return self._events()
 
     async def cancel(self, reason: str) -> None:
-        raise NotImplementedError
+        """Ask the host to stop the turn; the partial answer is stored as ``cancelled`` and the turn
+        still ends with ``usage`` and ``done``. Before the call is open, it is cancelled as it opens."""
+        if self._cancel_reason is None:
+            self._cancel_reason = reason
+        if self._chat is not None:
+            await self._chat.cancel(reason)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel_reason is not None
+
+    async def _events(self) -> AsyncGenerator[TurnEvent, None]:
+        window = await self.quotas.check(self.principal) if self.quotas is not None else None
+        self._began = time.monotonic()
+        chat = await self.client.chat(self.start.to_pb(), self.caller, timeout=self.deadline_seconds)
+        self._chat = chat
+        if self._cancel_reason is not None:
+            await chat.cancel(self._cancel_reason)
+        try:
+            failure: OpenTierError
+            try:
+                async with contextlib.aclosing(self._relay(chat, window)) as relayed:
+                    async for event in relayed:
+                        yield event
+                        if event.terminal:
+                            return
+                failure = HostUnavailableError(
+                    "the host ended the chat turn without `done`; the answer may be incomplete"
+                )
+            except OpenTierError as err:
+                if not self.started:
+                    raise
+                failure = err
+            # After `started`, a failure is told as events and the turn still ends with `done`.
+            if self._quota is not None:
+                yield self._quota
+            yield self._failure_event(failure)
+            yield self._synthetic_done()
+        finally:
+            chat.close()
+            if not self._charged and (self.started or self.estimated_output_tokens):
+                await self._charge_estimate()
+
+    async def _relay(self, chat: HostChat, window: QuotaWindow | None) -> AsyncGenerator[TurnEvent, None]:
+        """The host's events as turn events, with the quota's own ``quota`` event before ``done``."""
+        async with contextlib.aclosing(aiter(chat)) as host_events:
+            async for message in host_events:
+                try:
+                    event = from_host(message)
+                except ValueError as err:
+                    log.warning("chat turn %s: %s; skipped", self.message_id, err)
+                    continue
+                if event.type == "started":
+                    self._on_started(event)
+                elif not self.started:
+                    raise HostUnavailableError(f"the host sent {event.type!r} before `started`; try again")
+                elif event.type == "token":
+                    self._first_token = self._first_token or time.monotonic()
+                    self.estimated_output_tokens += estimate_tokens(str(event.data.get("text", "")))
+                    if self._quota is None and window is not None and self._reaches(window):
+                        self._quota = self._quota_event(window)
+                        yield event
+                        await self.cancel(QUOTA_CANCEL_REASON)
+                        continue
+                elif event.type == "usage":
+                    await self._charge_usage(event)
+                elif event.type == "done" and self._quota is not None:
+                    yield self._quota
+                yield event
+                if event.terminal:
+                    return
+
+    @property
+    def started(self) -> bool:
+        """Whether the host sent ``started`` (the user message is stored)."""
+        return self._started
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _on_started(self, event: TurnEvent) -> None:
+        self.conversation_id = event.data.get("conversation_id") or None
+        self.message_id = event.data.get("assistant_message_id") or None
+        self._started = True
+        self._llm = str(event.data.get("llm") or self._llm)
+
+    def _reaches(self, window: QuotaWindow) -> bool:
+        return window.used + self.estimated_output_tokens >= window.limit
+
+    def _quota_event(self, window: QuotaWindow) -> TurnEvent:
+        used = min(window.limit, window.used + self.estimated_output_tokens)
+        return quota_event(window.scope, window.period, window.limit, used, window.resets_at)
+
+    def _failure_event(self, failure: OpenTierError) -> TurnEvent:
+        message = failure.message
+        if time.monotonic() - self._began >= self.deadline_seconds:
+            message = f"the chat turn passed its deadline of {self.deadline_seconds:g} seconds"
+        retryable = isinstance(failure, HostUnavailableError)
+        log.warning("chat turn %s failed after it started: %s %s", self.message_id, failure.code, message)
+        return error_event(failure.code, message, retryable=retryable)
+
+    def _synthetic_done(self) -> TurnEvent:
+        """The ``done`` of a turn the host could not end itself."""
+        first = self._first_token
+        timings: dict[str, Any] = {
+            "time_to_first_token_ms": None if first is None else round((first - self._began) * 1000),
+            "total_ms": round((time.monotonic() - self._began) * 1000),
+        }
+        return TurnEvent(
+            "done",
+            {
+                "message_id": self.message_id or "",
+                "conversation_id": self.conversation_id or "",
+                "status": "failed",
+                "finish_reason": "error",
+                "timings": timings,
+            },
+        )
+
+    async def _charge_usage(self, event: TurnEvent) -> None:
+        data = event.data
+        await self._charge(
+            UsageCharge(
+                input_tokens=int(data.get("input_tokens") or 0),
+                output_tokens=int(data.get("output_tokens") or 0),
+                llm=str(data.get("llm") or self._llm),
+                model=str(data.get("model") or ""),
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+            )
+        )
+
+    async def _charge_estimate(self) -> None:
+        await self._charge(
+            UsageCharge(
+                input_tokens=estimate_tokens(self.start.message),
+                output_tokens=self.estimated_output_tokens,
+                llm=self._llm,
+                model="",
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+                estimated=True,
+            )
+        )
+
+    async def _charge(self, charge: UsageCharge) -> None:
+        """Charge once; shielded, so that a cancelled client cannot stop the ledger from being written."""
+        if self._charged or self.quotas is None:
+            self._charged = True
+            return
+        self._charged = True
+        task = asyncio.ensure_future(self._record(self.quotas, charge))
+        self._charging.add(task)
+        task.add_done_callback(self._charging.discard)
+        await asyncio.shield(task)
+
+    async def _record(self, quotas: TokenQuotas, charge: UsageCharge) -> None:
+        try:
+            await quotas.charge(self.principal, charge)
+        except Exception:
+            log.exception("chat turn %s: its tokens could not be charged", self.message_id)

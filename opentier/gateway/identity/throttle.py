@@ -13,23 +13,17 @@ import time
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 
 from opentier.config import AuthSettings
 from opentier.errors import RateLimitedError
-
-
-def async_storage_uri(uri: str) -> str:
-    """The asyncio flavour of a ``limits`` storage URI (``memory://`` → ``async+memory://``)."""
-    return uri if uri.startswith("async+") else f"async+{uri}"
+from opentier.gateway.limits.storage import open_storage
 
 
 class LoginThrottle:
     """Counts failed sign-ins and refuses attempts over the limits."""
 
     def __init__(self, auth: AuthSettings) -> None:
-        storage = storage_from_string(async_storage_uri(auth.throttle_storage))
-        self._limiter = MovingWindowRateLimiter(storage)
+        self._limiter = MovingWindowRateLimiter(open_storage(auth.throttle_storage, "auth.throttle_storage"))
         self._account = parse_many(auth.login_limit_per_account)
         self._address = parse_many(auth.login_limit_per_address)
 

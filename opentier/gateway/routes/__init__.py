@@ -1,24 +1,24 @@
 """The REST API under ``/v1`` and the operational endpoints, wired onto an app by :func:`register`.
 
 ``opentier.gateway.app.create_app`` calls :func:`register`, which installs observability, the pool of
-channels to the host (opened when the app starts serving, closed when it stops), the body size limits
-and every blueprint: the resource routes here, and the identity routes (auth, users, keys).
+channels to the host (opened when the app starts serving, closed when it stops), the rate limits, the
+token quotas (opened with the app's database), the body size limits and every blueprint: the resource
+routes here, the usage route, and the identity routes (auth, users, keys). See docs/limits.md.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from quart import Quart, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from quart import Quart
 
 from opentier.gateway import observability
 from opentier.gateway.host import HostClient
+from opentier.gateway.limits import bodies, quotas, rates
 from opentier.gateway.observability.grpc_tracing import tracing_interceptors
-from opentier.gateway.routes import collections, conversations, documents, health, jobs, search
+from opentier.gateway.routes import collections, conversations, documents, health, jobs, search, usage
 from opentier.gateway.routes.context import HOST_CLIENT_KEY
 from opentier.gateway.state import gateway_state
-from opentier.gateway.uploads import ENVELOPE_LIMIT
 
 RESOURCE_BLUEPRINTS = (
     health.blueprint,
@@ -27,6 +27,7 @@ RESOURCE_BLUEPRINTS = (
     jobs.blueprint,
     search.blueprint,
     conversations.blueprint,
+    usage.blueprint,
 )
 IDENTITY_MODULES = (
     "opentier.gateway.routes.auth",
@@ -39,12 +40,10 @@ STREAMING_MODULES = (
     "opentier.gateway.routes.chat_sse",
     "opentier.gateway.routes.openai_compat",
 )
-#: Endpoints that read their body as a stream with a limit of their own.
-STREAMED_BODY_ENDPOINTS = frozenset({"documents.upload_document"})
 
 
 def register(app: Quart) -> None:
-    """Install observability, the host client, the limits and all routes on ``app``."""
+    """Install observability, the host client, the limits, the quotas and all routes on ``app``."""
     state = gateway_state(app)
     settings = state.settings
     seen = observability.install(app, settings)
@@ -60,7 +59,23 @@ def register(app: Quart) -> None:
     async def _close_host() -> None:
         await client.close(settings.gateway.shutdown_grace_seconds)
 
-    _limit_bodies(app)
+    bodies.install(app, settings.gateway)
+    limits = rates.RateLimits(settings.limits)
+    state.extras[rates.EXTRAS_KEY] = limits
+    rates.install(app, limits)
+    token_quotas = quotas.TokenQuotas(settings.limits)
+    state.extras[quotas.EXTRAS_KEY] = token_quotas
+
+    @app.before_serving
+    async def _open_quotas() -> None:
+        if state.engine is None:
+            raise RuntimeError("the gateway's database engine must open before the token quotas")
+        token_quotas.open(state.engine)
+
+    @app.after_serving
+    async def _close_quotas() -> None:
+        token_quotas.close()
+
     for blueprint in RESOURCE_BLUEPRINTS:
         app.register_blueprint(blueprint)
     for name in IDENTITY_MODULES + STREAMING_MODULES:
@@ -73,19 +88,3 @@ def register(app: Quart) -> None:
         for blueprint in module.blueprints():
             if blueprint.name not in app.blueprints:
                 app.register_blueprint(blueprint)
-
-
-def _limit_bodies(app: Quart) -> None:
-    """Uploads may be as large as ``gateway.max_upload_bytes`` (checked while they stream); every other
-    body at most ``gateway.max_json_bytes`` (checked on its declared length before it is read)."""
-    gateway = gateway_state(app).settings.gateway
-    app.config["MAX_CONTENT_LENGTH"] = max(gateway.max_upload_bytes + ENVELOPE_LIMIT, gateway.max_json_bytes)
-
-    @app.before_request
-    async def _json_limit() -> None:
-        if request.endpoint in STREAMED_BODY_ENDPOINTS:
-            return
-        if request.content_length is not None and request.content_length > gateway.max_json_bytes:
-            raise RequestEntityTooLarge(
-                f"the request body is larger than {gateway.max_json_bytes} bytes (gateway.max_json_bytes)"
-            )

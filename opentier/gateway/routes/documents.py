@@ -69,7 +69,7 @@ async def upload_document(collection_id: str) -> tuple[JobAccepted, int]:
 
     Send `multipart/form-data` with the file in a part named `file` (its file name becomes the
     document's source: uploading the same name again replaces the document when its content changed).
-    Larger than the configured limit: 413 `source_too_large`, sent as soon as the limit is passed.
+    Larger than the configured limit: 413 `upload_too_large`, sent as soon as the limit is passed.
     """
     limit = gateway_state().settings.gateway.max_upload_bytes
     if request.content_length is not None and request.content_length > limit + ENVELOPE_LIMIT:

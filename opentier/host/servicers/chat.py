@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Literal
 
 import grpc.aio
 
+from opentier.components import ChatMessage
 from opentier.engine.chat import Chat, Turn, TurnRequest
 from opentier.engine.chat.events import (
     ChatEvent,
@@ -101,7 +103,22 @@ def turn_request(start: chat_pb2.ChatStart, caller: common_pb2.Caller) -> TurnRe
         history_messages=options.history_messages if options.HasField("history_messages") else None,
         llm_options=dict_of(options.llm_options) if options.HasField("llm_options") else {},
         metadata=dict_of(start.metadata) if start.HasField("metadata") else {},
+        history=[_history_message(index, item) for index, item in enumerate(start.history)],
     )
+
+
+_ROLES: dict[int, Literal["system", "user", "assistant"]] = {
+    conversations_pb2.MESSAGE_ROLE_USER: "user",
+    conversations_pb2.MESSAGE_ROLE_ASSISTANT: "assistant",
+    conversations_pb2.MESSAGE_ROLE_SYSTEM: "system",
+}
+
+
+def _history_message(index: int, message: chat_pb2.HistoryMessage) -> ChatMessage:
+    role = _ROLES.get(message.role)
+    if role is None:
+        raise InvalidRequestError(f"history[{index}] has no role: USER or ASSISTANT")
+    return ChatMessage(role, message.content)
 
 
 def event_pb(event: ChatEvent, sequence: int) -> chat_pb2.ChatEvent:

@@ -27,7 +27,7 @@ from opentier.generated.intelligence.v1 import common_pb2 as opentier_dot_intell
 from opentier.generated.intelligence.v1 import conversations_pb2 as opentier_dot_intelligence_dot_v1_dot_conversations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#opentier/intelligence/v1/chat.proto\x12\x18opentier.intelligence.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a%opentier/intelligence/v1/common.proto\x1a,opentier/intelligence/v1/conversations.proto\"\xb7\x01\n\x0b\x43hatRequest\x12\x30\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32 .opentier.intelligence.v1.Caller\x12\x34\n\x05start\x18\x02 \x01(\x0b\x32#.opentier.intelligence.v1.ChatStartH\x00\x12\x36\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32$.opentier.intelligence.v1.ChatCancelH\x00\x42\x08\n\x06\x61\x63tion\"\x89\x02\n\tChatStart\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x63ollection_ids\x18\x03 \x03(\t\x12\x11\n\tretriever\x18\x04 \x01(\t\x12(\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03llm\x18\x06 \x01(\t\x12\r\n\x05top_k\x18\x07 \x01(\r\x12\x36\n\x07options\x18\x08 \x01(\x0b\x32%.opentier.intelligence.v1.ChatOptions\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\"\xcf\x01\n\x0b\x43hatOptions\x12\x1e\n\x11max_output_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10history_messages\x18\x03 \x01(\rH\x02\x88\x01\x01\x12,\n\x0bllm_options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x14\n\x12_max_output_tokensB\x0e\n\x0c_temperatureB\x13\n\x11_history_messages\"\x1c\n\nChatCancel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa1\x03\n\tChatEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x38\n\x07started\x18\x02 \x01(\x0b\x32%.opentier.intelligence.v1.ChatStartedH\x00\x12\x35\n\x05token\x18\x03 \x01(\x0b\x32$.opentier.intelligence.v1.TokenDeltaH\x00\x12\x36\n\x08\x63itation\x18\x04 \x01(\x0b\x32\".opentier.intelligence.v1.CitationH\x00\x12\x30\n\x05usage\x18\x05 \x01(\x0b\x32\x1f.opentier.intelligence.v1.UsageH\x00\x12.\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1e.opentier.intelligence.v1.DoneH\x00\x12\x34\n\x05\x65rror\x18\x07 \x01(\x0b\x32#.opentier.intelligence.v1.ErrorInfoH\x00\x12\x38\n\tretrieval\x18\x08 \x01(\x0b\x32#.opentier.intelligence.v1.RetrievalH\x00\x42\x07\n\x05\x65vent\"\x9b\x01\n\x0b\x43hatStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x1c\n\x14\x63onversation_created\x18\x02 \x01(\x08\x12\x17\n\x0fuser_message_id\x18\x03 \x01(\t\x12\x1c\n\x14\x61ssistant_message_id\x18\x04 \x01(\t\x12\x0b\n\x03llm\x18\x05 \x01(\t\x12\x11\n\tretriever\x18\x06 \x01(\t\"0\n\tRetrieval\x12\r\n\x05query\x18\x01 \x01(\t\x12\x14\n\x0csource_count\x18\x02 \x01(\r\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xdf\x01\n\x04\x44one\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x37\n\x06status\x18\x03 \x01(\x0e\x32\'.opentier.intelligence.v1.MessageStatus\x12=\n\rfinish_reason\x18\x04 \x01(\x0e\x32&.opentier.intelligence.v1.FinishReason\x12\x32\n\x07timings\x18\x05 \x01(\x0b\x32!.opentier.intelligence.v1.Timings2e\n\x0b\x43hatService\x12V\n\x04\x43hat\x12%.opentier.intelligence.v1.ChatRequest\x1a#.opentier.intelligence.v1.ChatEvent(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#opentier/intelligence/v1/chat.proto\x12\x18opentier.intelligence.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a%opentier/intelligence/v1/common.proto\x1a,opentier/intelligence/v1/conversations.proto\"\xb7\x01\n\x0b\x43hatRequest\x12\x30\n\x06\x63\x61ller\x18\x01 \x01(\x0b\x32 .opentier.intelligence.v1.Caller\x12\x34\n\x05start\x18\x02 \x01(\x0b\x32#.opentier.intelligence.v1.ChatStartH\x00\x12\x36\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32$.opentier.intelligence.v1.ChatCancelH\x00\x42\x08\n\x06\x61\x63tion\"\xc4\x02\n\tChatStart\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0e\x63ollection_ids\x18\x03 \x03(\t\x12\x11\n\tretriever\x18\x04 \x01(\t\x12(\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03llm\x18\x06 \x01(\t\x12\r\n\x05top_k\x18\x07 \x01(\r\x12\x36\n\x07options\x18\x08 \x01(\x0b\x32%.opentier.intelligence.v1.ChatOptions\x12)\n\x08metadata\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x39\n\x07history\x18\n \x03(\x0b\x32(.opentier.intelligence.v1.HistoryMessage\"V\n\x0eHistoryMessage\x12\x33\n\x04role\x18\x01 \x01(\x0e\x32%.opentier.intelligence.v1.MessageRole\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xcf\x01\n\x0b\x43hatOptions\x12\x1e\n\x11max_output_tokens\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x0btemperature\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10history_messages\x18\x03 \x01(\rH\x02\x88\x01\x01\x12,\n\x0bllm_options\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructB\x14\n\x12_max_output_tokensB\x0e\n\x0c_temperatureB\x13\n\x11_history_messages\"\x1c\n\nChatCancel\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa1\x03\n\tChatEvent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x38\n\x07started\x18\x02 \x01(\x0b\x32%.opentier.intelligence.v1.ChatStartedH\x00\x12\x35\n\x05token\x18\x03 \x01(\x0b\x32$.opentier.intelligence.v1.TokenDeltaH\x00\x12\x36\n\x08\x63itation\x18\x04 \x01(\x0b\x32\".opentier.intelligence.v1.CitationH\x00\x12\x30\n\x05usage\x18\x05 \x01(\x0b\x32\x1f.opentier.intelligence.v1.UsageH\x00\x12.\n\x04\x64one\x18\x06 \x01(\x0b\x32\x1e.opentier.intelligence.v1.DoneH\x00\x12\x34\n\x05\x65rror\x18\x07 \x01(\x0b\x32#.opentier.intelligence.v1.ErrorInfoH\x00\x12\x38\n\tretrieval\x18\x08 \x01(\x0b\x32#.opentier.intelligence.v1.RetrievalH\x00\x42\x07\n\x05\x65vent\"\x9b\x01\n\x0b\x43hatStarted\x12\x17\n\x0f\x63onversation_id\x18\x01 \x01(\t\x12\x1c\n\x14\x63onversation_created\x18\x02 \x01(\x08\x12\x17\n\x0fuser_message_id\x18\x03 \x01(\t\x12\x1c\n\x14\x61ssistant_message_id\x18\x04 \x01(\t\x12\x0b\n\x03llm\x18\x05 \x01(\t\x12\x11\n\tretriever\x18\x06 \x01(\t\"0\n\tRetrieval\x12\r\n\x05query\x18\x01 \x01(\t\x12\x14\n\x0csource_count\x18\x02 \x01(\r\"\x1a\n\nTokenDelta\x12\x0c\n\x04text\x18\x01 \x01(\t\"\xdf\x01\n\x04\x44one\x12\x12\n\nmessage_id\x18\x01 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x37\n\x06status\x18\x03 \x01(\x0e\x32\'.opentier.intelligence.v1.MessageStatus\x12=\n\rfinish_reason\x18\x04 \x01(\x0e\x32&.opentier.intelligence.v1.FinishReason\x12\x32\n\x07timings\x18\x05 \x01(\x0b\x32!.opentier.intelligence.v1.Timings2e\n\x0b\x43hatService\x12V\n\x04\x43hat\x12%.opentier.intelligence.v1.ChatRequest\x1a#.opentier.intelligence.v1.ChatEvent(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,21 +37,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATREQUEST']._serialized_start=181
   _globals['_CHATREQUEST']._serialized_end=364
   _globals['_CHATSTART']._serialized_start=367
-  _globals['_CHATSTART']._serialized_end=632
-  _globals['_CHATOPTIONS']._serialized_start=635
-  _globals['_CHATOPTIONS']._serialized_end=842
-  _globals['_CHATCANCEL']._serialized_start=844
-  _globals['_CHATCANCEL']._serialized_end=872
-  _globals['_CHATEVENT']._serialized_start=875
-  _globals['_CHATEVENT']._serialized_end=1292
-  _globals['_CHATSTARTED']._serialized_start=1295
-  _globals['_CHATSTARTED']._serialized_end=1450
-  _globals['_RETRIEVAL']._serialized_start=1452
-  _globals['_RETRIEVAL']._serialized_end=1500
-  _globals['_TOKENDELTA']._serialized_start=1502
-  _globals['_TOKENDELTA']._serialized_end=1528
-  _globals['_DONE']._serialized_start=1531
-  _globals['_DONE']._serialized_end=1754
-  _globals['_CHATSERVICE']._serialized_start=1756
-  _globals['_CHATSERVICE']._serialized_end=1857
+  _globals['_CHATSTART']._serialized_end=691
+  _globals['_HISTORYMESSAGE']._serialized_start=693
+  _globals['_HISTORYMESSAGE']._serialized_end=779
+  _globals['_CHATOPTIONS']._serialized_start=782
+  _globals['_CHATOPTIONS']._serialized_end=989
+  _globals['_CHATCANCEL']._serialized_start=991
+  _globals['_CHATCANCEL']._serialized_end=1019
+  _globals['_CHATEVENT']._serialized_start=1022
+  _globals['_CHATEVENT']._serialized_end=1439
+  _globals['_CHATSTARTED']._serialized_start=1442
+  _globals['_CHATSTARTED']._serialized_end=1597
+  _globals['_RETRIEVAL']._serialized_start=1599
+  _globals['_RETRIEVAL']._serialized_end=1647
+  _globals['_TOKENDELTA']._serialized_start=1649
+  _globals['_TOKENDELTA']._serialized_end=1675
+  _globals['_DONE']._serialized_start=1678
+  _globals['_DONE']._serialized_end=1901
+  _globals['_CHATSERVICE']._serialized_start=1903
+  _globals['_CHATSERVICE']._serialized_end=2004
 # @@protoc_insertion_point(module_scope)

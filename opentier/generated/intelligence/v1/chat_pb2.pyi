@@ -77,6 +77,7 @@ class ChatStart(_message.Message):
     TOP_K_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     conversation_id: _builtins.str
     """The conversation to continue; empty creates a new one."""
     message: _builtins.str
@@ -103,6 +104,13 @@ class ChatStart(_message.Message):
     def metadata(self) -> _struct_pb2.Struct:
         """Stored with the user message."""
 
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryMessage]:
+        """Earlier turns supplied by the client (oldest first); when non-empty they are the prompt's
+        history instead of the stored conversation's (options.history_messages still caps how many,
+        newest kept). Only USER and ASSISTANT roles; they are not stored.
+        """
+
     def __init__(
         self,
         *,
@@ -115,14 +123,40 @@ class ChatStart(_message.Message):
         top_k: _builtins.int = ...,
         options: Global___ChatOptions | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        history: _abc.Iterable[Global___HistoryMessage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters", "metadata", b"metadata", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection_ids", b"collection_ids", "conversation_id", b"conversation_id", "filters", b"filters", "llm", b"llm", "message", b"message", "metadata", b"metadata", "options", b"options", "retriever", b"retriever", "top_k", b"top_k"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["collection_ids", b"collection_ids", "conversation_id", b"conversation_id", "filters", b"filters", "history", b"history", "llm", b"llm", "message", b"message", "metadata", b"metadata", "options", b"options", "retriever", b"retriever", "top_k", b"top_k"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChatStart: _TypeAlias = ChatStart  # noqa: Y015
+
+@_typing.final
+class HistoryMessage(_message.Message):
+    """One earlier message of a conversation kept by the client (e.g. an OpenAI-style `messages` list)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    role: _conversations_pb2.MessageRole.ValueType
+    """MESSAGE_ROLE_USER or MESSAGE_ROLE_ASSISTANT."""
+    content: _builtins.str
+    def __init__(
+        self,
+        *,
+        role: _conversations_pb2.MessageRole.ValueType = ...,
+        content: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryMessage: _TypeAlias = HistoryMessage  # noqa: Y015
 
 @_typing.final
 class ChatOptions(_message.Message):
