@@ -619,6 +619,20 @@ class ChatSettings(Section):
         gt=0,
         description="Longest wait for a model's stream to close after a cancel or an error.",
     )
+    max_concurrent_turns: int = Field(
+        default=0,
+        ge=0,
+        le=100_000,
+        description="Chat turns the host runs at once, from storing the question to storing the answer; "
+        "more wait in arrival order, each at most until its deadline (then `host_busy`, retryable). 0: "
+        "8 per CPU. Raise it for a remote LLM, whose turns mostly wait on the provider.",
+    )
+    max_queued_turns: int = Field(
+        default=10_000,
+        ge=0,
+        description="Chat turns that may wait for a place at once; one more is refused at once with "
+        "`host_busy` (HTTP 503 with Retry-After through the gateway).",
+    )
     title_chars: int = Field(
         default=80, ge=8, le=500, description="A new conversation is titled with its first message, cut here."
     )

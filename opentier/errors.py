@@ -226,3 +226,17 @@ class HostUnavailableError(OpenTierError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class HostBusyError(OpenTierError):
+    """The host is at capacity: a chat turn waited its whole deadline for a place, the queue of waiting
+    turns is full, or no database connection came free in time. Trying again shortly may work."""
+
+    code = "host_busy"
+    grpc_status = "UNAVAILABLE"
+    #: ``retry_after`` when the raiser does not know better (a busy host usually frees up in seconds).
+    DEFAULT_RETRY_AFTER_SECONDS: ClassVar[float] = 5.0
+
+    def __init__(self, message: str, *, retry_after: float | None = DEFAULT_RETRY_AFTER_SECONDS) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

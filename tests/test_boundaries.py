@@ -1,9 +1,11 @@
-"""The hard boundary, checked on the source: the gateway never imports intelligence code, and the
-host side never imports the gateway."""
+"""The hard boundary, checked on the source: the gateway never imports intelligence code, the host side
+never imports the gateway, and the Python client (which runs on users' machines) imports neither."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ FORBIDDEN = {
     "gateway": ("opentier.engine", "opentier.host", "opentier.db.models.intelligence"),
     "engine": ("opentier.gateway", "opentier.db.models.gateway"),
     "host": ("opentier.gateway", "opentier.db.models.gateway"),
+    "client": ("opentier.gateway", "opentier.engine", "opentier.host", "opentier.db"),
 }
 
 
@@ -41,3 +44,14 @@ def test_side_does_not_cross_the_boundary(side: str) -> None:
 def test_the_check_sees_imports() -> None:
     sample = PACKAGE / "host" / "server.py"
     assert "opentier.plugin_manager" in imported_modules(sample)
+
+
+def test_importing_the_client_loads_no_server_code() -> None:
+    """Not even indirectly: a fresh interpreter imports opentier.client and lists what came with it."""
+    probe = (
+        "import sys, opentier.client, opentier.client.profile; "
+        "print(sorted(m for m in sys.modules if m.startswith(('opentier.gateway', 'opentier.engine', "
+        "'opentier.host', 'opentier.db', 'opentier.generated', 'grpc', 'sqlalchemy', 'quart'))))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -81,6 +81,7 @@ def _register_commands() -> None:
         ingest_cmd,
         jobs_cmd,
         plugins_cmd,
+        remote_cmd,
         search_cmd,
         up_cmd,
     )
@@ -100,6 +101,7 @@ def _register_commands() -> None:
         db_cmd.command,
         host_cmd.command,
         gateway_cmd.command,
+        remote_cmd.command,
     ):
         main.add_command(command)
 

@@ -59,6 +59,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "rate_limited": 429,
     "quota_exceeded": 429,
     "host_unavailable": 503,
+    "host_busy": 503,
 }
 
 #: Fallback for codes missing above: the status that matches the error's gRPC status.

@@ -339,6 +339,19 @@ class HostChat:
                 await self._call.write(request)
             except grpc.aio.AioRpcError as err:
                 raise self._client._failed(CHAT, err) from None
+            except asyncio.InvalidStateError:
+                # The call ended before the message went out (an intercepted call says so this way
+                # rather than with its error): its status says why.
+                code = await self._call.code()
+                if code == grpc.StatusCode.OK:
+                    raise
+                ended = grpc.aio.AioRpcError(
+                    code,
+                    await self._call.initial_metadata(),
+                    await self._call.trailing_metadata(),
+                    await self._call.details(),
+                )
+                raise self._client._failed(CHAT, ended) from None
 
     async def cancel(self, reason: str) -> bool:
         """Send ``ChatCancel`` once; False when the call is over already (nothing to stop)."""

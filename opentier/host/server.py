@@ -9,11 +9,17 @@ one. Each registered service, and ``""`` for the whole server, is SERVING once
 The data services (collections, documents, ingestion, search, chat, conversations) need the
 database: they are registered when the server is given a :class:`~opentier.host.runtime.HostRuntime`,
 which the server then starts before serving and stops after the last call ended.
+
+Under overload, calls wait in the chat's admission queue (``chat.max_concurrent_turns``), not inside
+gRPC: gRPC core cancels a call it received but the server has not taken up (requested) within
+``grpc.server_max_unrequested_time_in_server`` (30 s by default), which happens when the event loop
+is too busy to take up new calls. The host raises that limit to a turn's deadline, as a safety net.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -72,6 +78,13 @@ def bind_address(address: str, port: int) -> str:
     if ":" in address and not address.startswith("["):
         address = f"[{address}]"
     return f"{address}:{port}"
+
+
+def unrequested_call_limit(settings: Settings) -> int:
+    """Seconds gRPC core keeps a received call that the server has not taken up yet before it cancels
+    the call: gRPC's 30, or a chat turn's deadline when longer (a turn queued that long is refused
+    by the chat's own admission anyway)."""
+    return max(30, math.ceil(settings.chat.deadline_seconds))
 
 
 def client_target(address: str, port: int) -> str:
@@ -174,6 +187,7 @@ class HostServer:
                 ("grpc.max_receive_message_length", host.max_message_bytes),
                 # A second host on the same port must fail to bind, not silently share it.
                 ("grpc.so_reuseport", 0),
+                ("grpc.server_max_unrequested_time_in_server", unrequested_call_limit(self.settings)),
             ],
         )
         health_servicer = health.aio.HealthServicer()

@@ -3,6 +3,10 @@
 The gateway puts its trace context in each call's metadata; this interceptor continues that trace, so a
 request can be followed from the public API into the host. Spans go to the process's global tracer
 provider (a no-op one unless the host configured an exporter).
+
+A streaming handler's span is made current only while the handler runs, step by step, never across
+a ``yield``: gRPC may close the stream (``GeneratorExit``) from another task, whose context could not
+detach what this one attached.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from opentier.tracing import extract_metadata
@@ -94,15 +99,37 @@ def _stream(behavior: Behavior, method: str, parent: Any) -> Callable[[Any, Any]
 
     async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         span = _start(method, parent)
+        current = trace.set_span_in_context(span)
         error: BaseException | None = None
+        responses: AsyncIterator[Any] = behavior(request, context)
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False):
-                async for response in behavior(request, context):
-                    yield response
+            while True:
+                token = otel_context.attach(current)
+                try:
+                    response = await anext(responses)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    otel_context.detach(token)
+                yield response
         except BaseException as err:
             error = err
             raise
         finally:
-            _finish(span, context, error)
+            try:
+                token = otel_context.attach(current)
+                try:
+                    await _close(responses)
+                finally:
+                    otel_context.detach(token)
+            finally:
+                _finish(span, context, error)
 
     return stream
+
+
+async def _close(responses: AsyncIterator[Any]) -> None:
+    """Close the handler's generator here, in this task's context (a no-op once it ended)."""
+    close = getattr(responses, "aclose", None)
+    if close is not None:
+        await close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -13,7 +13,7 @@ from opentier.components import LLM, ChatMessage, LLMEvent, LLMRequest, TextDelt
 from opentier.engine.chat.generation import Generation, Interrupted, running
 from opentier.errors import LLMError, LLMTimeoutError
 
-from .chatting import ScriptedLLM
+from .chatting import ScriptedLLM, Step
 
 REQUEST = LLMRequest(messages=[ChatMessage("user", "hi")])
 
@@ -75,3 +75,52 @@ async def test_a_model_that_ignores_cancellation_is_abandoned_in_bounded_time() 
     assert time.monotonic() - began < 1.0
     model.released.set()  # let the abandoned stream end, so the test leaves no task behind
     await generation.stop()
+
+
+class Counted(list[Step]):
+    """A script that counts how far the model has got in it."""
+
+    taken = 0
+
+    def __iter__(self) -> Iterator[Step]:
+        for step in super().__iter__():
+            self.taken += 1
+            yield step
+
+
+async def test_a_fast_model_waits_for_a_reader_that_does_not_read() -> None:
+    model = ScriptedLLM()
+    script = Counted(f"word{i} " for i in range(10_000))
+    model.script = script
+    async with running(Generation(model, REQUEST, close_timeout=1.0, ahead=8)) as generation:
+        assert await generation.next(1.0) == TextDelta("word0 ")
+        await asyncio.sleep(0.2)  # the reader is busy elsewhere; an unbounded pump would finish meanwhile
+        assert script.taken <= 1 + 8 + 1  # read, queued, and the one waiting at the queue
+        words = [await generation.next(1.0) for _ in range(50)]
+        assert words == [TextDelta(f"word{i} ") for i in range(1, 51)]
+        await asyncio.sleep(0.05)
+        assert script.taken <= 51 + 8 + 1
+    assert model.endings == ["GeneratorExit"]  # stopped at its yield while it waited for the reader
+
+
+async def test_a_model_held_back_by_a_full_queue_still_ends_and_reports_usage() -> None:
+    model = ScriptedLLM()
+    model.script = [f"w{i} " for i in range(100)]
+    async with running(Generation(model, REQUEST, close_timeout=1.0, ahead=4)) as generation:
+        events = []
+        while (event := await generation.next(1.0)) is not None:
+            events.append(event)
+    assert [e for e in events if isinstance(e, TextDelta)] == [TextDelta(f"w{i} ") for i in range(100)]
+    assert events[-1] == model.usage and model.endings == ["complete"]
+
+
+async def test_an_interrupt_reaches_a_reader_while_the_queue_is_full() -> None:
+    model = ScriptedLLM()
+    model.script = [f"w{i} " for i in range(100)]
+    async with running(Generation(model, REQUEST, close_timeout=1.0, ahead=2)) as generation:
+        await generation.next(1.0)
+        await asyncio.sleep(0.05)  # the queue fills and the model waits
+        generation.interrupt()
+        with pytest.raises(Interrupted):
+            await generation.next(1.0)
+    assert model.endings == ["GeneratorExit"]

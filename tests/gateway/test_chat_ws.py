@@ -357,7 +357,7 @@ class LedgerQuotas(TokenQuotas):
             raise QuotaExceededError("your daily token quota is used up", retry_after=60)
         return window
 
-    async def charge(self, principal: Principal, charge: UsageCharge) -> None:
+    def charge(self, principal: Principal, charge: UsageCharge) -> None:
         self.charges.append(charge)
 
 

@@ -1,16 +1,17 @@
-"""What an operator sees: Prometheus metrics at /metrics, one trace from the gateway into the host, JSON
-log lines carrying the request id, and the health endpoints."""
+"""What an operator sees: Prometheus metrics at /metrics, one trace from the gateway into the host (for
+a request and for a chat turn), JSON log lines carrying the request id, and the health endpoints."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,6 +29,21 @@ from tests.gateway.served import (  # noqa: F401 - fixtures
     served_fixture,
     served_settings_fixture,
 )
+from tests.gateway.streaming import (  # noqa: F401 - fixtures
+    ChatGateway,
+    chat_gateway_fixture,
+    chat_settings_fixture,
+    host_chat_options_fixture,
+    limits_options_fixture,
+    read_turn,
+    receive,
+    signed_in_key,
+    streaming_host_fixture,
+    streaming_options_fixture,
+    ws_connect,
+)
+
+CHAT = "opentier.intelligence.v1.ChatService/Chat"
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -139,6 +155,54 @@ async def test_a_trace_started_at_the_gateway_continues_in_the_host(
     assert host_span.kind == trace.SpanKind.SERVER
     assert host_span.context.trace_id == server_span.context.trace_id
     assert host_span.parent is not None and host_span.parent.span_id == client_span.context.span_id
+
+
+async def finished(exporter: InMemorySpanExporter, name: str, count: int = 1) -> Sequence[ReadableSpan]:
+    """The finished spans called ``name``, once there are ``count`` (a stream's span ends after it)."""
+    async with asyncio.timeout(10):
+        while len(found := [s for s in exporter.get_finished_spans() if s.name == name]) < count:
+            await asyncio.sleep(0.02)
+    return found
+
+
+async def test_a_chat_turn_continues_the_gateways_trace_in_the_host(
+    chat_gateway: ChatGateway, host_spans: InMemorySpanExporter
+) -> None:
+    observability = gateway_state(chat_gateway.app).extras["observability"]
+    assert isinstance(observability, Observability)
+    gateway_spans = InMemorySpanExporter()
+    observability.tracer_provider.add_span_processor(SimpleSpanProcessor(gateway_spans))
+    user = await signed_in_key(chat_gateway)
+
+    # Over SSE: the turn's CLIENT span is the request's child; the host's span is the CLIENT span's.
+    response = await chat_gateway.api.post(
+        "/v1/chat/stream", json={"message": "Hello"}, headers=user.key_headers
+    )
+    assert response.status_code == 200 and "event: done" in response.text
+    [request_span] = await finished(gateway_spans, "POST /v1/chat/stream")
+    [client_span] = await finished(gateway_spans, CHAT)
+    assert client_span.kind == trace.SpanKind.CLIENT
+    assert client_span.parent is not None and client_span.parent.span_id == request_span.context.span_id
+    # The gateway cancels the call once `done` arrived (unless the host's end came first): not an error.
+    attributes = client_span.attributes or {}
+    assert attributes.get("opentier.cancelled_by_gateway") or attributes["rpc.grpc.status_code"] == 0
+    assert client_span.status.status_code != trace.StatusCode.ERROR
+    [host_span] = await finished(host_spans, CHAT)
+    assert host_span.kind == trace.SpanKind.SERVER
+    assert host_span.context.trace_id == request_span.context.trace_id
+    assert host_span.parent is not None and host_span.parent.span_id == client_span.context.span_id
+
+    # Over a WebSocket: each turn joins the connection's trace.
+    async with ws_connect(chat_gateway, key=user.key) as ws:
+        assert (await receive(ws))["type"] == "hello"
+        await ws.send(json.dumps({"type": "start", "message": "Hello again"}))
+        assert (await read_turn(ws))[-1]["status"] == "complete"
+    [socket_span] = await finished(gateway_spans, "WS /v1/chat/ws")
+    host_chats = await finished(host_spans, CHAT, count=2)
+    assert [span.context.trace_id for span in host_chats] == [
+        request_span.context.trace_id,
+        socket_span.context.trace_id,
+    ]
 
 
 async def test_access_log_lines_are_json_with_the_request_id(served: Served, served_api: ServedAPI) -> None:

@@ -16,8 +16,9 @@ from websockets.asyncio.client import ClientConnection
 from opentier.config import LimitsSettings
 from opentier.errors import QuotaExceededError
 from opentier.gateway.identity.bootstrap import create_admin
-from opentier.gateway.limits.quotas import TokenQuotas, UsageCharge, period_bounds
+from opentier.gateway.limits.quotas import EXTRAS_KEY, TokenQuotas, UsageCharge, period_bounds
 from opentier.gateway.principal import ROLE_SCOPES, Principal
+from opentier.gateway.state import gateway_state
 from tests.gateway.conftest import PASSWORD
 from tests.gateway.streaming import (  # noqa: F401 - fixtures
     ChatGateway,
@@ -63,6 +64,13 @@ def turn(tokens: int, output: int = 10) -> UsageCharge:
     return UsageCharge(tokens - output, output, "citing", "test-model", None, None)
 
 
+async def charged(quotas: TokenQuotas, who: Principal, charge: UsageCharge) -> None:
+    """Charge ``who`` and write it to the ledger, so that the periods are read from the database."""
+    quotas.charge(who, charge)
+    await quotas.flush()
+    assert quotas.unwritten == 0
+
+
 def test_periods_are_utc_days_and_calendar_months() -> None:
     new_york_evening = datetime(2031, 12, 31, 19, 0, tzinfo=timezone(timedelta(hours=-5)))  # 1 Jan UTC
     assert period_bounds("day", new_york_evening) == (at(2032, 1, 1), at(2032, 1, 2))
@@ -84,7 +92,7 @@ async def test_a_quota_counts_its_own_utc_period_and_refuses_until_it_resets(db_
         (at(2031, 3, 31), 40),  # today, from midnight
     ]:
         clock.now = when
-        await quotas.charge(alice, turn(tokens))
+        await charged(quotas, alice, turn(tokens))
     clock.now = at(2031, 3, 31, 23)
 
     windows = {(w.scope, w.period): w for w in await quotas.windows(alice)}
@@ -94,10 +102,10 @@ async def test_a_quota_counts_its_own_utc_period_and_refuses_until_it_resets(db_
     assert (month.used, month.remaining, month.resets_at) == (170, 80, "2031-04-01T00:00:00+00:00")
     assert await quotas.tightest(alice) == day
 
-    await quotas.charge(alice, turn(50))
+    await charged(quotas, alice, turn(50))
     window = await quotas.check(alice)  # still 10 left today
     assert window is not None and (window.period, window.remaining) == ("day", 10)
-    await quotas.charge(alice, turn(15))
+    await charged(quotas, alice, turn(15))
     with pytest.raises(QuotaExceededError) as refused:
         await quotas.check(alice)
     assert refused.value.code == "quota_exceeded"
@@ -115,13 +123,13 @@ async def test_the_month_counts_earlier_days_and_today_as_the_days_go_by(db_engi
     quotas = TokenQuotas(LimitsSettings(tenant_tokens_per_month=1000), db_engine, clock=clock)
     alice = caller()
     bob = caller(alice.tenant_id)
-    await quotas.charge(alice, turn(30))
-    await quotas.charge(bob, turn(25))
+    await charged(quotas, alice, turn(30))
+    await charged(quotas, bob, turn(25))
     assert [w.used for w in await quotas.windows(alice)] == [55]
 
     clock.now = at(2031, 5, 11, 9)  # yesterday's turns now sit in the earlier days of the month
     assert [w.used for w in await quotas.windows(bob)] == [55]
-    await quotas.charge(alice, turn(20))
+    await charged(quotas, alice, turn(20))
     clock.now = at(2031, 5, 11, 10)
     assert [w.used for w in await quotas.windows(alice)] == [75]
     assert [w.used for w in await quotas.windows(bob)] == [75]
@@ -137,13 +145,13 @@ async def test_a_user_quota_spares_the_tenants_other_users_and_a_tenant_quota_st
     bob = caller(alice.tenant_id)
     carol = caller()  # another tenant
 
-    await quotas.charge(alice, turn(50))
+    await charged(quotas, alice, turn(50))
     with pytest.raises(QuotaExceededError, match="your daily token quota"):
         await quotas.check(alice)
     bobs = await quotas.check(bob)
     assert bobs is not None and (bobs.scope, bobs.remaining) == ("tenant", 30)
 
-    await quotas.charge(bob, turn(30))
+    await charged(quotas, bob, turn(30))
     for who in (alice, bob):
         with pytest.raises(QuotaExceededError, match="your tenant's daily token quota"):
             await quotas.check(who)
@@ -224,7 +232,11 @@ async def refused_turn(gateway: ChatGateway, user: ChatUser) -> dict[str, Any]:
     return refusal
 
 
-async def ledger(engine: AsyncEngine, user_id: str) -> list[dict[str, Any]]:
+async def ledger(gateway: ChatGateway, engine: AsyncEngine, user_id: str) -> list[dict[str, Any]]:
+    """The user's rows of the ledger, once the gateway's writer has written what it recorded."""
+    quotas = gateway_state(gateway.app).extras[EXTRAS_KEY]
+    assert isinstance(quotas, TokenQuotas)
+    await quotas.flush()
     async with engine.connect() as conn:
         rows = await conn.execute(
             text(
@@ -256,7 +268,7 @@ async def test_a_users_daily_quota_ends_the_turn_is_charged_and_refuses_the_next
     assert done["status"] == "cancelled"
 
     # The ledger holds the turn, with the host's counts as the usage event told them.
-    [row] = await ledger(db_engine, alice.user_id)
+    [row] = await ledger(chat_gateway, db_engine, alice.user_id)
     assert (row["input_tokens"], row["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
     assert row["estimated"] is False and row["llm"] == "endless"
     assert row["tenant_id"] == alice.tenant_id and row["api_key_id"] == alice.key_id
@@ -274,7 +286,7 @@ async def test_a_users_daily_quota_ends_the_turn_is_charged_and_refuses_the_next
     assert over_http.json()["error"]["code"] == "quota_exceeded"
     seconds_to_midnight = (next_utc_midnight() - datetime.now(UTC)).total_seconds()
     assert abs(int(over_http.headers["Retry-After"]) - seconds_to_midnight) <= 5
-    assert len(await ledger(db_engine, alice.user_id)) == 1  # refused turns cost nothing
+    assert len(await ledger(chat_gateway, db_engine, alice.user_id)) == 1  # refused turns cost nothing
 
     # Bob, of the same tenant, still chats.
     bobs = await chat_turn(chat_gateway, bob)
@@ -312,7 +324,7 @@ async def test_a_tenants_monthly_quota_stops_every_user_of_the_tenant(
     for user in (alice, bob):
         refusal = await refused_turn(chat_gateway, user)
         assert refusal["code"] == "quota_exceeded" and "tenant" in refusal["message"]
-    assert await ledger(db_engine, bob.user_id) == []
+    assert await ledger(chat_gateway, db_engine, bob.user_id) == []
 
     bobs_usage = (await chat_gateway.api.get("/v1/usage", headers=bob.key_headers)).json()
     assert bobs_usage["day"]["total_tokens"] == 0  # his own usage: none

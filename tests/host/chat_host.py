@@ -3,14 +3,15 @@ retriever, with the test embedder and the test LLMs of :mod:`tests.engine.chatti
 
 ``chat_host`` (a fixture of the test modules that import it) starts one per test; parametrize it
 indirectly with a dict to change the chat settings: ``@pytest.mark.parametrize("chat_host",
-[{"stall_timeout_seconds": 0.3}], indirect=True)``. :func:`library` ingests three small documents.
+[{"stall_timeout_seconds": 0.3}], indirect=True)``; :func:`serve_chat_host` also takes ``database``
+settings (``pool_size``...). :func:`library` ingests three small documents.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,13 +122,19 @@ class ChatHost:
 
 @contextlib.asynccontextmanager
 async def serve_chat_host(
-    db_settings: Settings, data_dir: Path, *, installed: Sequence[str] = (), **chat: Any
+    db_settings: Settings,
+    data_dir: Path,
+    *,
+    installed: Sequence[str] = (),
+    database: Mapping[str, Any] | None = None,
+    **chat: Any,
 ) -> AsyncIterator[ChatHost]:
     """A host with the test models, plus the ``installed`` plugins named (entry-point names)."""
     root = data_dir / "root"
     root.mkdir(parents=True)
     settings = host_settings(db_settings, data_dir / "state", root).model_copy(
         update={
+            "database": db_settings.database.model_copy(update=dict(database or {})),
             "retrieval": RetrievalSettings(retriever="vector"),
             "chat": ChatSettings(**(CHAT_DEFAULTS | chat)),
         }

@@ -1,7 +1,9 @@
 """One model stream, run in its own task and read with time limits, that can be stopped at any moment.
 
-The model's async generator is iterated by a pump task that hands each event over through a queue.
-The reader waits for the next event at most ``stall`` seconds (``LLMTimeoutError`` after that), and
+The model's async generator is iterated by a pump task that hands each event over through a queue of
+at most ``ahead`` events: when the reader (in the end, the client) does not keep up, the pump waits,
+and so does the model at its ``yield``, instead of writing the rest of its answer into memory. The
+reader waits for the next event at most ``stall`` seconds (``LLMTimeoutError`` after that), and
 :meth:`Generation.interrupt` wakes it at once. :meth:`Generation.stop` cancels the pump: the model sees
 ``CancelledError`` where it awaits (a network read, a sleep) or ``GeneratorExit`` at its ``yield``, and
 its ``finally`` closes the remote request or the local generation. A model that ignores this is
@@ -43,15 +45,22 @@ class Interrupted(Exception):
 
 _Item = TextDelta | Usage | _End | _Failed | _Interrupted
 
+#: Events the model may be ahead of its reader by default.
+DEFAULT_AHEAD = 64
+
 
 class Generation:
     """The events of ``llm.stream(request)``, produced ahead of the reader by a pump task."""
 
-    def __init__(self, llm: LLM, request: LLMRequest, *, close_timeout: float) -> None:
+    def __init__(
+        self, llm: LLM, request: LLMRequest, *, close_timeout: float, ahead: int = DEFAULT_AHEAD
+    ) -> None:
+        if ahead < 1:
+            raise ValueError(f"a model must be allowed at least one event ahead, not {ahead}")
         self.llm = llm
         self.request = request
         self.close_timeout = close_timeout
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=ahead)
         self._task: asyncio.Task[None] | None = None
         self._interrupted = False
 
@@ -86,7 +95,8 @@ class Generation:
     def interrupt(self) -> None:
         """Wake the reader: its pending or next :meth:`next` raises :class:`Interrupted`."""
         self._interrupted = True
-        self._queue.put_nowait(_Interrupted())
+        if not self._queue.full():  # a full queue has no reader waiting on it: the flag is enough
+            self._queue.put_nowait(_Interrupted())
 
     async def stop(self) -> None:
         """Stop the model (cancel the pump, which closes its stream) within ``close_timeout``."""
@@ -110,15 +120,15 @@ class Generation:
                     raise LLMError(
                         f"the model {self.llm.name!r} sent {type(event).__name__}, not text or usage"
                     )
-                self._queue.put_nowait(event)
-            self._queue.put_nowait(_End())
+                await self._queue.put(event)  # waits while the reader is ``ahead`` events behind
+            await self._queue.put(_End())
         except asyncio.CancelledError:
             raise
         except OpenTierError as err:
-            self._queue.put_nowait(_Failed(err))
+            await self._queue.put(_Failed(err))
         except Exception as err:
             log.error("the model %r failed unexpectedly", self.llm.name, exc_info=err)
-            self._queue.put_nowait(
+            await self._queue.put(
                 _Failed(
                     LLMError(f"the model {self.llm.name!r} failed unexpectedly; the host log has the details")
                 )

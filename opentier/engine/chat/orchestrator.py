@@ -9,7 +9,9 @@ cancelled (:meth:`Turn.cancel`, the consumer closing the event stream, or the ta
 the write is shielded) or failed; ``Finished`` is sent after it is stored.
 
 Time limits: the whole turn has a deadline (``chat.deadline_seconds``, or less when the caller's own
-deadline is nearer); the model must send something every ``chat.stall_timeout_seconds``
+deadline is nearer), counted from the turn's arrival, so the wait for a place among the
+``chat.max_concurrent_turns`` (:attr:`Chat.admission`, held by the caller around the turn) is part
+of it; the model must send something every ``chat.stall_timeout_seconds``
 (``LLMTimeoutError``, code ``llm_timeout``, otherwise); a cancelled model gets
 ``chat.close_timeout_seconds`` to stop.
 """
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 from opentier.components import LLM, ChatMessage, ComponentKind, SearchHit, SearchQuery, TextDelta, Usage
 from opentier.config import ChatSettings
 from opentier.db.models.intelligence import MessageStatus
+from opentier.engine.chat.admission import Admission, auto_turn_limit, pool_busy
 from opentier.engine.chat.citations import CitationFilter
 from opentier.engine.chat.conversations import (
     AnswerRecord,
@@ -114,6 +117,15 @@ class Chat:
         self.registry = registry
         self.search = search
         self.conversations = conversations
+        #: The places of the turns that run at once, and the queue of those waiting for one.
+        self.admission = Admission(
+            settings.max_concurrent_turns or auto_turn_limit(), settings.max_queued_turns
+        )
+
+    def time_limit(self, deadline_seconds: float | None = None) -> float:
+        """Seconds a turn may take: ``chat.deadline_seconds``, or the caller's own limit when nearer."""
+        limit = self.settings.deadline_seconds
+        return limit if deadline_seconds is None else min(limit, deadline_seconds)
 
     def llm(self, name: str | None) -> LLM:
         """The LLM a request names (if ``chat.allowed_llms`` lets it), else ``chat.llm``."""
@@ -143,13 +155,17 @@ class Chat:
             owner, title=title, collection_ids=[c.id for c in scope], metadata=metadata
         )
 
-    async def start(self, request: TurnRequest, *, deadline_seconds: float | None = None) -> Turn:
+    async def start(
+        self, request: TurnRequest, *, deadline_seconds: float | None = None, began: float | None = None
+    ) -> Turn:
         """Check the request, store the user's message, and return the turn (not yet running).
 
         :param deadline_seconds: the caller's own time limit, when nearer than ``chat.deadline_seconds``.
+        :param began: when the turn arrived (event loop time), if before now: its deadline and timings
+            count from then. Default: now.
         """
         loop = asyncio.get_running_loop()
-        began = loop.time()
+        began = loop.time() if began is None else began
         settings = self.settings
         message = request.message.strip()
         if not message:
@@ -191,9 +207,7 @@ class Chat:
             metadata=request.metadata,
             supplied_history=request.history,
         )
-        limit = settings.deadline_seconds
-        if deadline_seconds is not None:
-            limit = min(limit, deadline_seconds)
+        limit = self.time_limit(deadline_seconds)
         return Turn(
             self,
             owner=owner,
@@ -329,10 +343,12 @@ class Turn:
         except OpenTierError as err:
             status, error = MessageStatus.FAILED, err
         except Exception as err:
-            log.error("chat turn %s failed unexpectedly", self.message_id, exc_info=err)
+            busy = pool_busy(err)
+            if busy is None:
+                log.error("chat turn %s failed unexpectedly", self.message_id, exc_info=err)
             status, error = (
                 MessageStatus.FAILED,
-                OpenTierError("the chat turn failed; the host log has the details"),
+                busy or OpenTierError("the chat turn failed; the host log has the details"),
             )
         except BaseException:
             # The consumer closed the stream (client gone) or this task was cancelled: keep the answer.

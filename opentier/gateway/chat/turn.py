@@ -17,12 +17,13 @@ values. Its contract, which every transport relies on:
   when used + estimate reaches a limit the turn cancels itself and yields a ``quota`` event after the
   host's ``usage``, before ``done`` (the order of :mod:`~opentier.gateway.chat.events`). The host's
   ``usage`` event is what is charged (``TokenQuotas.charge``), once per turn, whatever way the turn
-  ends; with no usage event (host died) the estimate is charged.
+  ends; with no usage event (host died) the estimate is charged. Charging only records the tokens (the
+  next check counts them at once; the ledger writer stores them shortly after), so ``usage`` and
+  ``done`` are relayed without waiting on the database.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -75,7 +76,6 @@ class ChatTurn:
         self._iterated = False
         self._charged = False
         self._llm = start.llm or ""
-        self._charging: set[asyncio.Task[None]] = set()
         self._began = time.monotonic()
         self._first_token: float | None = None
         self._quota: TurnEvent | None = None
@@ -130,7 +130,7 @@ class ChatTurn:
         finally:
             chat.close()
             if not self._charged and (self.started or self.estimated_output_tokens):
-                await self._charge_estimate()
+                self._charge_estimate()
 
     async def _relay(self, chat: HostChat, window: QuotaWindow | None) -> AsyncGenerator[TurnEvent, None]:
         """The host's events as turn events, with the quota's own ``quota`` event before ``done``."""
@@ -154,7 +154,7 @@ class ChatTurn:
                         await self.cancel(QUOTA_CANCEL_REASON)
                         continue
                 elif event.type == "usage":
-                    await self._charge_usage(event)
+                    self._charge_usage(event)
                 elif event.type == "done" and self._quota is not None:
                     yield self._quota
                 yield event
@@ -207,9 +207,9 @@ class ChatTurn:
             },
         )
 
-    async def _charge_usage(self, event: TurnEvent) -> None:
+    def _charge_usage(self, event: TurnEvent) -> None:
         data = event.data
-        await self._charge(
+        self._charge(
             UsageCharge(
                 input_tokens=int(data.get("input_tokens") or 0),
                 output_tokens=int(data.get("output_tokens") or 0),
@@ -220,8 +220,8 @@ class ChatTurn:
             )
         )
 
-    async def _charge_estimate(self) -> None:
-        await self._charge(
+    def _charge_estimate(self) -> None:
+        self._charge(
             UsageCharge(
                 input_tokens=estimate_tokens(self.start.message),
                 output_tokens=self.estimated_output_tokens,
@@ -233,19 +233,14 @@ class ChatTurn:
             )
         )
 
-    async def _charge(self, charge: UsageCharge) -> None:
-        """Charge once; shielded, so that a cancelled client cannot stop the ledger from being written."""
+    def _charge(self, charge: UsageCharge) -> None:
+        """Charge once. Synchronous, so that a cancelled client cannot stop the charge: it is recorded
+        before anything else can run, and the ledger writer owns it from then on."""
         if self._charged or self.quotas is None:
             self._charged = True
             return
         self._charged = True
-        task = asyncio.ensure_future(self._record(self.quotas, charge))
-        self._charging.add(task)
-        task.add_done_callback(self._charging.discard)
-        await asyncio.shield(task)
-
-    async def _record(self, quotas: TokenQuotas, charge: UsageCharge) -> None:
         try:
-            await quotas.charge(self.principal, charge)
+            self.quotas.charge(self.principal, charge)
         except Exception:
             log.exception("chat turn %s: its tokens could not be charged", self.message_id)

@@ -2,13 +2,15 @@
 
 ``opentier.gateway.app.create_app`` calls :func:`register`, which installs observability, the pool of
 channels to the host (opened when the app starts serving, closed when it stops), the rate limits, the
-token quotas (opened with the app's database), the body size limits and every blueprint: the resource
-routes here, the usage route, and the identity routes (auth, users, keys). See docs/limits.md.
+token quotas (their ledger writer runs while the app serves and writes every pending charge before the
+database closes), the body size limits and every blueprint: the resource routes here, the usage route,
+and the identity routes (auth, users, keys). See docs/limits.md.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import AsyncGenerator
 
 from quart import Quart
 
@@ -40,6 +42,8 @@ STREAMING_MODULES = (
     "opentier.gateway.routes.chat_sse",
     "opentier.gateway.routes.openai_compat",
 )
+#: The web chat page served at ``/`` (docs/web.md).
+WEB_MODULES = ("opentier.gateway.routes.web",)
 
 
 def register(app: Quart) -> None:
@@ -66,19 +70,20 @@ def register(app: Quart) -> None:
     token_quotas = quotas.TokenQuotas(settings.limits)
     state.extras[quotas.EXTRAS_KEY] = token_quotas
 
-    @app.before_serving
-    async def _open_quotas() -> None:
+    # While-serving, not before/after-serving: Quart runs it after every before_serving function (the
+    # database is open) and ends it before any after_serving one (the database is still open), and
+    # after the streams registered later (SSE) have ended their turns, so their charges are written.
+    @app.while_serving
+    async def _ledger() -> AsyncGenerator[None, None]:
         if state.engine is None:
             raise RuntimeError("the gateway's database engine must open before the token quotas")
         token_quotas.open(state.engine)
-
-    @app.after_serving
-    async def _close_quotas() -> None:
-        token_quotas.close()
+        yield
+        await token_quotas.close(settings.gateway.shutdown_grace_seconds)
 
     for blueprint in RESOURCE_BLUEPRINTS:
         app.register_blueprint(blueprint)
-    for name in IDENTITY_MODULES + STREAMING_MODULES:
+    for name in IDENTITY_MODULES + STREAMING_MODULES + WEB_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:

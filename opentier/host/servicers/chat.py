@@ -1,9 +1,12 @@
 """ChatService: one chat turn per call, streamed, through :class:`~opentier.engine.chat.Chat`.
 
-The call's first message starts the turn. Meanwhile a reader task watches the client's side: a
-``cancel`` message stops the turn (the partial answer is stored, ``done`` says CANCELLED); a
-half-close changes nothing. When the client goes away, gRPC cancels this handler: closing the
-turn's events stops the model and stores the partial answer, shielded from that cancellation.
+The call's first message starts the turn, once it has one of the places of
+``chat.max_concurrent_turns``: until then it waits in arrival order, at most until its deadline
+(``host_busy`` after that, or at once when ``chat.max_queued_turns`` wait already). Meanwhile a reader
+task watches the client's side: a ``cancel`` message stops the turn (the partial answer is stored,
+``done`` says CANCELLED), and ends its wait in the queue; a half-close changes nothing. When the
+client goes away, gRPC cancels this handler: a waiting turn leaves the queue, a running one has its
+events closed, which stops the model and stores the partial answer, shielded from that cancellation.
 """
 
 from __future__ import annotations
@@ -49,34 +52,70 @@ class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
     async def Chat(  # type: ignore[override]
         self, request_iterator: AsyncIterator[chat_pb2.ChatRequest], context: grpc.aio.ServicerContext
     ) -> None:
+        loop = asyncio.get_running_loop()
+        arrived = loop.time()
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("action") != "start":
             raise InvalidRequestError("the first message of a Chat call must be `start`")
-        turn = await self._chat.start(
-            turn_request(first.start, first.caller), deadline_seconds=_deadline(context)
-        )
-        reader = asyncio.ensure_future(_watch(request_iterator, turn))
+        request = turn_request(first.start, first.caller)
+        limit = self._chat.time_limit(_deadline(context))
+        cancel = _CancelRequest()
+        reader = asyncio.ensure_future(_watch(request_iterator, cancel))
         try:
-            sequence = 0
-            async with contextlib.aclosing(turn.events()) as events:
-                async for event in events:
-                    sequence += 1
-                    await context.write(event_pb(event, sequence))
+            async with self._chat.admission.place(
+                limit - (loop.time() - arrived), unless=cancel.requested
+            ) as waited:
+                turn = await self._chat.start(request, deadline_seconds=limit, began=arrived)
+                if waited >= 1.0:
+                    log.info("chat turn %s waited %.1f s for a place", turn.message_id, waited)
+                cancel.attach(turn)
+                try:
+                    sequence = 0
+                    async with contextlib.aclosing(turn.events()) as events:
+                        async for event in events:
+                            sequence += 1
+                            await context.write(event_pb(event, sequence))
+                finally:
+                    await _stop(reader)
+                    await turn.abandon()
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            await turn.abandon()
+            await _stop(reader)
 
 
-async def _watch(requests: AsyncIterator[chat_pb2.ChatRequest], turn: Turn) -> None:
-    """Cancel ``turn`` when the client sends ``cancel``; anything else after ``start`` is ignored."""
+class _CancelRequest:
+    """The client's ``cancel``: it ends the wait for a place and cancels the turn once there is one."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.reason = ""
+        self._turn: Turn | None = None
+
+    def __call__(self, reason: str) -> None:
+        self.reason = reason
+        self.requested.set()
+        if self._turn is not None:
+            self._turn.cancel(reason)
+
+    def attach(self, turn: Turn) -> None:
+        self._turn = turn
+        if self.requested.is_set():
+            turn.cancel(self.reason)
+
+
+async def _watch(requests: AsyncIterator[chat_pb2.ChatRequest], cancel: _CancelRequest) -> None:
+    """Call ``cancel`` when the client sends ``cancel``; anything else after ``start`` is ignored."""
     async for message in requests:
         action = message.WhichOneof("action")
         if action == "cancel":
-            turn.cancel(message.cancel.reason or "the client cancelled")
+            cancel(message.cancel.reason or "the client cancelled")
             return
-        log.warning("chat turn %s: ignoring a %r message after start", turn.message_id, action)
+        log.warning("chat call: ignoring a %r message after start", action)
+
+
+async def _stop(reader: asyncio.Future[None]) -> None:
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await reader
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
