@@ -474,7 +474,7 @@ class RetrievalSettings(Section):
         description="Retrievers the `hybrid` retriever fuses, with the weight of each.",
     )
     hybrid_depth: int = Field(
-        default=100,
+        default=50,
         ge=1,
         le=1000,
         description="Candidates each part of `hybrid` returns before fusion (at least top_k).",
