@@ -1,6 +1,7 @@
 """Benchmark: the whole ingestion pipeline on Cranfield against the raw embedder, in one run.
 
-    .venv/bin/python bench/ingest_cranfield.py [--embedder minilm] [--workers 2] [--repeat 1]
+    .venv/bin/python bench/ingest_cranfield.py [--embedder minilm] [--workers N] [--batch-items N]
+        [--repeat 1]
 
 Ingests the 1,400 Cranfield abstracts (title + " " + text, as BEIR does) as streamed records into a
 scratch collection of a temporary embedded PostgreSQL (or OPENTIER_BENCH_DATABASE_URL), then embeds
@@ -37,11 +38,13 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cranfield"
 
 async def run(args: argparse.Namespace, url: str) -> None:
     await migrate(url)
-    engine = create_async_engine(url, pool_size=args.workers + 4)
+    settings = IngestionSettings(
+        workers=args.workers, batch_items=args.batch_items or IngestionSettings().batch_items
+    )
+    engine = create_async_engine(url, pool_size=settings.worker_count() + 4)
     system = load_plugins(selection=PluginSelection())
     embedder = system.registry.get(ComponentKind.EMBEDDER, args.embedder)
     assert isinstance(embedder, Embedder)
-    settings = IngestionSettings(workers=args.workers, batch_items=args.batch_items)
     collections = Collections(engine, system.registry, args.embedder)
     ingestion = Ingestion(engine, settings, system.registry, collections)
     tenant = f"bench-{uuid.uuid4().hex[:8]}"
@@ -100,8 +103,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--embedder", default="minilm")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-items", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=0, help="ingestion.workers (default 0: cores + 1)")
+    parser.add_argument("--batch-items", type=int, default=0, help="ingestion.batch_items (0: default)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of each side; the best is kept")
     args = parser.parse_args()
     if not (DATA / "cran.all.1400").is_file():

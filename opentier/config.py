@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from opentier.errors import ConfigError
+from opentier.machine import available_cores
 
 ENV_PREFIX = "OPENTIER_"
 CONFIG_ENV = "OPENTIER_CONFIG"
@@ -400,10 +401,14 @@ class IngestionSettings(Section):
         default=50 * 1024 * 1024, ge=1, description="Largest upload accepted, in bytes."
     )
     workers: int = Field(
-        default=2, ge=1, le=64, description="Ingestion workers per host (each holds one transaction)."
+        default=0,
+        ge=0,
+        le=64,
+        description="Ingestion workers per host (each holds one transaction). 0: one more than the CPU "
+        "cores, so that the embedder keeps every core busy while a worker stores its batch.",
     )
     batch_items: int = Field(
-        default=64,
+        default=128,
         ge=1,
         le=1000,
         description="Items a worker claims at once; their chunks are embedded together.",
@@ -433,6 +438,10 @@ class IngestionSettings(Section):
         description="Near-duplicate documents within a collection: not checked, reported in the "
         "document's metadata, or skipped (status dropped).",
     )
+
+    def worker_count(self) -> int:
+        """``workers``, or one more than the cores this process may use when it is 0."""
+        return self.workers or available_cores() + 1
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> IngestionSettings:

@@ -199,7 +199,7 @@ class Ingestion:
             await self.sweep_interrupted_streams()
         except Exception:
             log.exception("sweeping interrupted streaming jobs failed; the sweeper tries again")
-        for number in range(self.settings.workers):
+        for number in range(self.settings.worker_count()):
             self._workers.append(asyncio.create_task(self._work(number), name=f"ingest-worker-{number}"))
         self._workers.append(asyncio.create_task(self._sweep_streams(), name="ingest-stream-sweeper"))
 

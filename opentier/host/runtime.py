@@ -58,7 +58,7 @@ class HostRuntime:
             log.warning("chat: %d answers left unfinished by a stopped host marked failed", abandoned)
         await self.ingestion.start()
         self._started = True
-        log.info("ingestion: %d workers on %s", self.settings.ingestion.workers, self._where())
+        log.info("ingestion: %d workers on %s", self.settings.ingestion.worker_count(), self._where())
 
     async def stop(self) -> None:
         """Stop the workers and close the database pool; safe to call more than once."""
