@@ -70,7 +70,12 @@ class Up:
     terminal's foreground job), with free ports and a fresh data folder; its output read by a thread."""
 
     def __init__(
-        self, tmp_path: Path, *args: str, env: dict[str, str] | None = None, host_port: int | None = None
+        self,
+        tmp_path: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        host_port: int | None = None,
+        command: Path = OPENTIER,
     ) -> None:
         self.state = tmp_path / "state"
         self.gateway_port = free_port()
@@ -83,8 +88,10 @@ class Up:
                 **(env or {}),
             }
         )
+        # scripts/run itself: its bootstrap finds the environment installed, then it execs `opentier up`.
+        argv = [str(command), *args] if command.name == "run" else [str(command), "up", *args]
         self.process = subprocess.Popen(
-            [str(OPENTIER), "up", *args],
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -212,7 +219,7 @@ def test_run_command_first_run_signs_in_ingests_answers_with_a_citation_and_ctrl
     tmp_path: Path,
 ) -> None:
     assert (REPO / "scripts" / "run").read_text().rstrip().endswith(RUN_LINE), "the README's command changed"
-    with Up(tmp_path) as up:
+    with Up(tmp_path, command=REPO / "scripts" / "run") as up:
         email, password, key = first_credentials(up)
         up.expect(r"^OpenTier is up: http://127\.0\.0\.1:\d+$", 60)
         children = up.descendants()
