@@ -5,7 +5,8 @@
 
 Ingests the 1,400 Cranfield abstracts (title + " " + text, as BEIR does) as streamed records into a
 scratch collection of a temporary embedded PostgreSQL (or OPENTIER_BENCH_DATABASE_URL), then embeds
-exactly the stored chunks with the same embedder, alone, in calls of the same size. Prints chunks/s
+exactly what the pipeline embedded (each stored chunk under its title and headings line) with the same
+embedder, alone, in calls of the same size. Prints chunks/s
 for both and their ratio: the pipeline's cost (loading, cleaning, chunking, hashing, storing,
 bookkeeping) is what the ratio lacks to 1.0. The goal is a ratio of at least 0.9.
 """
@@ -28,6 +29,7 @@ from opentier.components import ComponentKind, Embedder
 from opentier.config import IngestionSettings
 from opentier.db.embedded import EmbeddedPostgres
 from opentier.db.migrate import migrate
+from opentier.engine.chunker import context_prefix
 from opentier.engine.collections import Collections
 from opentier.engine.datasets import cranfield
 from opentier.engine.jobs import Ingestion, ItemSpec, JobOptions
@@ -69,12 +71,14 @@ async def run(args: argparse.Namespace, url: str) -> None:
         await ingestion.stop()
     counts = job.counts
     async with engine.connect() as conn:
+        # Exactly what the pipeline embedded: each chunk's text under its title and headings line.
         texts = [
-            row[0]
-            for row in await conn.execute(
+            f"{prefix}\n{text}" if (prefix := context_prefix(title, tuple(headings))) else text
+            for text, title, headings in await conn.execute(
                 sa.text(
-                    "SELECT text FROM intelligence.chunks WHERE collection_id = :c "
-                    "ORDER BY document_id, ordinal"
+                    "SELECT c.text, d.title, c.heading_path FROM intelligence.chunks c "
+                    "JOIN intelligence.documents d ON d.id = c.document_id "
+                    "WHERE c.collection_id = :c ORDER BY c.document_id, c.ordinal"
                 ),
                 {"c": collection.id},
             )

@@ -120,7 +120,7 @@ class Chunker:
     # -- sections and pieces --------------------------------------------------------------------
 
     def _section(self, title: str | None, heading_path: tuple[str, ...]) -> _Section:
-        prefix = _context(title, heading_path)
+        prefix = context_prefix(title, heading_path)
         budget = self.max_tokens - self._fixed - (self._cost(prefix) + 1 if prefix else 0)
         if budget < 8:  # a heading path too long to leave room: embed the text alone
             prefix, budget = "", self.max_tokens - self._fixed
@@ -278,7 +278,8 @@ def _trimmed(text: str, start: int, end: int) -> Iterator[tuple[int, int]]:
         yield start + left, start + right
 
 
-def _context(title: str | None, heading_path: tuple[str, ...]) -> str:
+def context_prefix(title: str | None, heading_path: tuple[str, ...]) -> str:
+    """The line embedded above a chunk's text: the document's title and the chunk's headings."""
     parts = [p for p in (title, *heading_path) if p]
     # A first heading that repeats the title adds nothing.
     if len(parts) > 1 and parts[0].strip().lower() == parts[1].strip().lower():
