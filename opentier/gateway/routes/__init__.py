@@ -44,6 +44,8 @@ STREAMING_MODULES = (
 )
 #: The web chat page served at ``/`` (docs/web.md).
 WEB_MODULES = ("opentier.gateway.routes.web",)
+#: Operators' reports and account recovery (docs/usage-reports.md, docs/email.md).
+ADMIN_MODULES = ("opentier.gateway.routes.admin_usage", "opentier.gateway.routes.password_reset")
 
 
 def register(app: Quart) -> None:
@@ -83,7 +85,7 @@ def register(app: Quart) -> None:
 
     for blueprint in RESOURCE_BLUEPRINTS:
         app.register_blueprint(blueprint)
-    for name in IDENTITY_MODULES + STREAMING_MODULES + WEB_MODULES:
+    for name in IDENTITY_MODULES + STREAMING_MODULES + WEB_MODULES + ADMIN_MODULES:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as err:
