@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -261,6 +262,27 @@ class LimitsSettings(Section):
         return self
 
 
+class ModelPrice(Section):
+    """What one model's tokens cost, per million tokens, in ``usage.currency``."""
+
+    input_per_million: Decimal = Field(ge=0, description="Price of a million input (prompt) tokens.")
+    output_per_million: Decimal = Field(ge=0, description="Price of a million output (answer) tokens.")
+
+
+class UsageSettings(Section):
+    """Usage and cost reports (docs/usage-reports.md): the price of each model's tokens."""
+
+    currency: str = Field(
+        default="USD", min_length=1, max_length=16, description="Currency of `prices`, shown in reports."
+    )
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="Price per model, keyed by the `model` a turn recorded (else by its `llm` name): "
+        "[usage.prices.<name>] with `input_per_million` and `output_per_million`. A model without a "
+        "price has no cost in reports (null).",
+    )
+
+
 #: The request rate limits of :class:`LimitsSettings`, each in ``limits`` notation.
 RATE_LIMIT_KEYS = ("per_api_key", "per_user", "per_address")
 
@@ -359,6 +381,54 @@ class AuthSettings(Section):
                 raise ValueError(f"auth.{key}: {err}") from None
         if self.password_min_length > self.password_max_length:
             raise ValueError("auth.password_min_length must not exceed auth.password_max_length")
+        return self
+
+
+class MailSettings(Section):
+    """Gateway e-mail (password reset): how mails leave, what their links point at, how sends retry."""
+
+    mode: Literal["log", "smtp"] = Field(
+        default="log",
+        description="`log`: mails are written to the gateway log, not sent (development). `smtp`: sent "
+        "through `host`.",
+    )
+    host: str = Field(default="localhost", description="SMTP server.")
+    port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS, 25).")
+    starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS (port 587).")
+    tls: bool = Field(default=False, description="Implicit TLS from the first byte (port 465).")
+    username: str = Field(default="", description="SMTP login; empty: no authentication.")
+    password: SecretStr | None = Field(default=None, description="SMTP password (environment only).")
+    sender: str = Field(default="OpenTier <no-reply@localhost>", description="`From` address of every mail.")
+    public_url: str = Field(
+        default="http://localhost:8080",
+        description="Base URL of the web front end that links in mails point at (`<public_url>/reset?...`).",
+    )
+    templates_dir: Path | None = Field(
+        default=None,
+        description="Folder whose `<name>.txt` / `<name>.html` replace the built-in templates of the same "
+        "name.",
+    )
+    reset_token_ttl_seconds: int = Field(
+        default=1800, ge=60, le=86400, description="Lifetime of a password reset link (single use)."
+    )
+    reset_resend_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="A new reset link for the same account is mailed at most this often (others are "
+        "answered alike but send nothing).",
+    )
+    timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of each SMTP operation.")
+    send_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per mail before it is dropped.")
+    backoff_seconds: float = Field(
+        default=2.0, ge=0, description="Wait before the second attempt; doubled after each failure."
+    )
+    backoff_max_seconds: float = Field(default=300.0, ge=0, description="Longest wait between attempts.")
+
+    @model_validator(mode="after")
+    def _one_tls(self) -> MailSettings:
+        if self.tls and self.starttls:
+            raise ValueError("mail: choose `tls` (implicit, port 465) or `starttls`, not both")
         return self
 
 
@@ -708,8 +778,10 @@ class Settings(BaseSettings):
     host: HostSettings = Field(default_factory=HostSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
     streaming: StreamingSettings = Field(default_factory=StreamingSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     ingestion: IngestionSettings = Field(default_factory=IngestionSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)

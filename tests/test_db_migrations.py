@@ -35,6 +35,7 @@ EXPECTED_TABLES = {
         "login_attempts",
         "audit_log",
         "token_usage",
+        "mail_tokens",
     },
     "intelligence": {
         "alembic_version",

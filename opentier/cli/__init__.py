@@ -69,6 +69,7 @@ pass_state = click.make_pass_decorator(CliState)
 
 def _register_commands() -> None:
     from opentier.cli import (
+        admin_cmd,
         chat_cmd,
         collections_cmd,
         config_cmd,
@@ -102,6 +103,7 @@ def _register_commands() -> None:
         host_cmd.command,
         gateway_cmd.command,
         remote_cmd.command,
+        admin_cmd.command,
     ):
         main.add_command(command)
 

@@ -217,3 +217,22 @@ class TokenUsage(GatewayBase):
     input_tokens: Mapped[int] = mapped_column(sa.BigInteger())
     output_tokens: Mapped[int] = mapped_column(sa.BigInteger())
     estimated: Mapped[bool] = mapped_column(server_default=sa.false())
+
+
+class MailToken(GatewayBase):
+    """A single-use token sent in a mail link (``purpose``: ``password_reset``; later invitations and
+    address verification), by its digest; ``used_at`` set when it is spent."""
+
+    __tablename__ = "mail_tokens"
+    __table_args__ = {"schema": SCHEMA}  # noqa: RUF012
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        sa.ForeignKey(f"{SCHEMA}.users.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str]
+    token_hash: Mapped[str] = mapped_column(unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

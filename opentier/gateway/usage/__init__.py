@@ -1,0 +1,1 @@
+"""Usage and cost reports over the token usage ledger (docs/usage-reports.md)."""
