@@ -45,7 +45,11 @@ STREAMING_MODULES = (
 #: The web chat page served at ``/`` (docs/web.md).
 WEB_MODULES = ("opentier.gateway.routes.web",)
 #: Operators' reports and account recovery (docs/usage-reports.md, docs/email.md).
-ADMIN_MODULES = ("opentier.gateway.routes.admin_usage", "opentier.gateway.routes.password_reset")
+ADMIN_MODULES = (
+    "opentier.gateway.routes.admin_usage",
+    "opentier.gateway.routes.password_reset",
+    "opentier.gateway.routes.admin_audit",
+)
 
 
 def register(app: Quart) -> None:
