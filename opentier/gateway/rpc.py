@@ -19,6 +19,7 @@ from opentier.generated.intelligence.v1 import (
     conversations_pb2,
     documents_pb2,
     ingest_pb2,
+    plugins_pb2,
     search_pb2,
 )
 
@@ -154,6 +155,15 @@ DELETE_CONVERSATION = _unary(
     idempotent=False,
 )
 
+#: What the host loaded and what failed to load (the admin health route).
+LIST_PLUGINS = _unary(
+    "PluginService",
+    "ListPlugins",
+    plugins_pb2.ListPluginsRequest,
+    plugins_pb2.ListPluginsResponse,
+    idempotent=True,
+)
+
 #: One chat turn: ``start`` (then maybe ``cancel``) in, the turn's events out.
 CHAT: Method[chat_pb2.ChatRequest, chat_pb2.ChatEvent] = Method(
     "ChatService",
@@ -182,5 +192,6 @@ ALL: tuple[Method[Any, Any], ...] = (
     LIST_CONVERSATIONS,
     GET_CONVERSATION,
     DELETE_CONVERSATION,
+    LIST_PLUGINS,
     CHAT,
 )

@@ -20,12 +20,21 @@ from opentier.generated.intelligence.v1 import (
     conversations_pb2,
     documents_pb2,
     ingest_pb2,
+    plugins_pb2,
     search_pb2,
 )
 from opentier.host import errors as host_side_errors
 from opentier.host import token as host_side_token
 
-DESCRIPTORS = [chat_pb2, collections_pb2, conversations_pb2, documents_pb2, ingest_pb2, search_pb2]
+DESCRIPTORS = [
+    chat_pb2,
+    collections_pb2,
+    conversations_pb2,
+    documents_pb2,
+    ingest_pb2,
+    plugins_pb2,
+    search_pb2,
+]
 
 
 @pytest.mark.parametrize("method", rpc.ALL, ids=lambda method: method.label)
