@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from opentier.errors import HostBusyError
+from opentier.machine import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ TURNS_PER_CPU = 8
 
 def auto_turn_limit(cpus: int | None = None) -> int:
     """The default of ``chat.max_concurrent_turns``: :data:`TURNS_PER_CPU` per CPU of this machine."""
-    return TURNS_PER_CPU * max(1, cpus if cpus is not None else (os.cpu_count() or 1))
+    return TURNS_PER_CPU * max(1, cpus if cpus is not None else available_cores())
 
 
 class Admission:

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from opentier.components import Embedder
+from opentier.machine import available_cores
 from opentier_embedder_minilm.assets import (
     MODEL_SHA256,
     TOKENIZER_SHA256,
@@ -28,7 +29,7 @@ from opentier_embedder_minilm.assets import (
     read_verified,
     tokenizer_path,
 )
-from opentier_embedder_minilm.options import MiniLMOptions, available_cores
+from opentier_embedder_minilm.options import MiniLMOptions
 
 if TYPE_CHECKING:
     import onnxruntime

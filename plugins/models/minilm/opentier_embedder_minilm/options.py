@@ -13,13 +13,6 @@ from opentier.errors import ConfigError
 OPTION_KEYS = ("parallel_runs", "intra_op_threads", "batch_size", "max_batch_tokens", "model_path", "preload")
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 @dataclass(frozen=True, slots=True)
 class MiniLMOptions:
     """Validated options; ``None`` keeps the embedder's default."""

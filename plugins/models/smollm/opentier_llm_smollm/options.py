@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opentier.machine import available_cores
 from opentier.plugin_options import OptionTable
 
 OPTION_KEYS = ("model_path", "context_window", "threads", "max_tokens", "repeat_penalty", "seed", "preload")
-
-
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and taskset narrow)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def default_threads() -> int:
