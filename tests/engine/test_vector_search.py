@@ -7,6 +7,8 @@ pgvector's iterative index scans.
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -99,9 +101,12 @@ async def test_the_query_plan_uses_the_hnsw_index(big: Big, generic: bool) -> No
     assert "Sort" not in shown.split("Index Scan")[0], shown
 
 
-async def exact_neighbours(big: Big, bucket: int | None, k: int = 10) -> list[str]:
+async def exact_neighbours(
+    big: Big, bucket: int | None, k: int = 10, probe: list[float] | None = None
+) -> list[str]:
     condition = f"AND (metadata->>'bucket')::int = {bucket}" if bucket is not None else ""
     dims = big.collection.dimensions
+    vector = big.probe if probe is None else probe
     async with big.bench.engine.begin() as conn:
         await conn.execute(sa.text("SET LOCAL enable_indexscan = off"))  # exact: no index at all
         rows = await conn.execute(
@@ -109,9 +114,20 @@ async def exact_neighbours(big: Big, bucket: int | None, k: int = 10) -> list[st
                 f"SELECT id FROM intelligence.chunks WHERE collection_id = :c {condition} "
                 f"ORDER BY embedding::vector({dims}) <=> CAST(:q AS vector({dims})) LIMIT {k}"
             ),
-            {"c": big.collection.id, "q": "[" + ",".join(map(str, big.probe)) + "]"},
+            {"c": big.collection.id, "q": "[" + ",".join(map(str, vector)) + "]"},
         )
         return [str(row.id) for row in rows]
+
+
+def random_probes(dims: int, count: int) -> list[list[float]]:
+    """``count`` random unit vectors, the same in every run."""
+    generator = random.Random(20261127)
+    probes = []
+    for _ in range(count):
+        vector = [generator.random() - 0.5 for _ in range(dims)]
+        norm = math.sqrt(sum(value * value for value in vector))
+        probes.append([value / norm for value in vector])
+    return probes
 
 
 async def test_iterative_scan_returns_k_hits_under_a_selective_filter(big: Big) -> None:
@@ -135,11 +151,20 @@ async def test_iterative_scan_returns_k_hits_under_a_selective_filter(big: Big) 
 
 
 async def test_recall_against_exact_search(big: Big) -> None:
-    query = SearchQuery("probe", big.collection.tenant_id, [str(big.collection.id)], 10, embedding=big.probe)
-    hits = await big.bench.search().search(query, retriever="vector")
-    exact = await exact_neighbours(big, bucket=None)
-    assert len(set(exact) & {hit.chunk_id for hit in hits}) >= 9
-    assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+    # HNSW is approximate and the index is built from random data, so one probe's recall@10 moves
+    # between runs (8/10 happens): the claim is about the mean over many probes.
+    probes = [big.probe, *random_probes(big.collection.dimensions, 39)]
+    found = 0
+    for probe in probes:
+        query = SearchQuery("probe", big.collection.tenant_id, [str(big.collection.id)], 10, embedding=probe)
+        hits = await big.bench.search().search(query, retriever="vector")
+        assert len(hits) == 10
+        assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
+        exact = await exact_neighbours(big, bucket=None, probe=probe)
+        found += len(set(exact) & {hit.chunk_id for hit in hits})
+    recall = found / (10 * len(probes))
+    print(f"mean recall@10 over {len(probes)} probes: {recall:.3f}")
+    assert recall >= 0.9
 
 
 def test_ef_search_is_raised_to_k() -> None:
