@@ -302,6 +302,17 @@ class AuthSettings(Section):
     default_tenant: str = Field(
         default="default", description="Tenant a login or sign-up names when it names none."
     )
+    operator_tenant: str = Field(
+        default="",
+        description="Tenant whose admins operate the platform: create, suspend and delete tenants and "
+        "set their limits (docs/admin.md). Empty: `default_tenant`.",
+    )
+
+    @property
+    def operator_tenant_name(self) -> str:
+        """The operator tenant's name (``operator_tenant``, else ``default_tenant``)."""
+        return self.operator_tenant or self.default_tenant
+
     issuer: str = Field(default="opentier", description="`iss` claim of access tokens, checked on each use.")
     audience: str = Field(
         default="opentier-api", description="`aud` claim of access tokens, checked on each use."

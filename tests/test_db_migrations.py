@@ -36,6 +36,8 @@ EXPECTED_TABLES = {
         "audit_log",
         "token_usage",
         "mail_tokens",
+        "limit_overrides",
+        "notices_sent",
     },
     "intelligence": {
         "alembic_version",

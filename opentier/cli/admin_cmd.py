@@ -1,9 +1,17 @@
-"""``opentier admin``: operators' commands that read the gateway's database directly (no API call, no
-sign-in: whoever can read the configuration and reach the database is the operator)."""
+"""``opentier admin``: operators' commands.
+
+``admin usage`` reads the gateway's database directly (no API call, no sign-in: whoever can read the
+configuration and reach the database is the operator). The others (tenants, users, keys, limits,
+invitations, audit, health) call a gateway's admin API with an admin's API key, so that they are
+checked, audited and take effect on open streams exactly as the REST calls do (see
+:mod:`opentier.cli.admin_api` and docs/admin.md). Each area lives in its own module, listed in
+:data:`API_MODULES`, whose ``attach(group)`` adds its commands.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 from datetime import date, datetime
 
 import click
@@ -11,6 +19,7 @@ import sqlalchemy as sa
 from rich.table import Table
 
 from opentier.cli import CliState, pass_state
+from opentier.cli.remote_cmd import RemoteGroup
 from opentier.cli.views import out
 from opentier.config import Settings
 from opentier.db.engine import create_engine
@@ -27,10 +36,29 @@ from opentier.gateway.usage.report import (
     usage_report,
 )
 
+#: Modules of the API commands; each has ``attach(group: click.Group) -> None``.
+API_MODULES = (
+    "opentier.cli.admin_tenants_cmd",
+    "opentier.cli.admin_users_cmd",
+    "opentier.cli.admin_limits_cmd",
+    "opentier.cli.admin_mail_cmd",
+)
 
-@click.group("admin")
+
+@click.group("admin", cls=RemoteGroup)
 def command() -> None:
-    """Operate a deployment: usage and cost reports (docs/usage-reports.md)."""
+    """Operate a deployment: tenants, users, API keys, limits, the audit log, health, and usage and
+    cost reports (docs/admin.md, docs/usage-reports.md).
+
+    \b
+      opentier admin tenants list
+      opentier admin users invite ada@example.org --role admin
+      opentier admin audit --action user.
+      opentier admin usage --group-by model --period month
+
+    Commands other than `usage` call the gateway's API: the URL and an admin's API key come from
+    --url/--api-key, then OPENTIER_URL and OPENTIER_API_KEY, then `opentier remote login`'s file.
+    """
 
 
 def _day(_ctx: click.Context, _param: click.Parameter, value: datetime | None) -> date | None:
@@ -155,3 +183,17 @@ def _show(report: UsageReport, names: dict[str, str]) -> None:
         ]
         table.add_row(*cells)
     out.print(table)
+
+
+def _attach_api_commands() -> None:
+    for name in API_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name == name:
+                continue  # not written yet
+            raise
+        module.attach(command)
+
+
+_attach_api_commands()

@@ -172,6 +172,11 @@ class AsyncClient:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
+    async def send(self, call: calls.Call[T]) -> T:
+        """Run one described call (from :mod:`opentier.client.calls` or :mod:`opentier.client.admin`)
+        with this client's credential; raise the typed error of an error answer."""
+        return await self._send(call)
+
     async def _send(self, call: calls.Call[T]) -> T:
         response = await self._request(
             call.method, call.path, json=call.json, params=call.params, anonymous=call.anonymous

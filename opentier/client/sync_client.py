@@ -168,6 +168,11 @@ class Client:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def send(self, call: calls.Call[T]) -> T:
+        """Run one described call (from :mod:`opentier.client.calls` or :mod:`opentier.client.admin`)
+        with this client's credential; raise the typed error of an error answer."""
+        return self._send(call)
+
     def _send(self, call: calls.Call[T]) -> T:
         response = self._request(
             call.method, call.path, json=call.json, params=call.params, anonymous=call.anonymous

@@ -44,6 +44,9 @@ class Principal:
     api_key_id: str | None = None
     #: The login session (refresh-token family) an access token belongs to; None for API keys.
     session_id: str | None = None
+    #: An admin of the operator tenant (``auth.operator_tenant``) holding the ``admin`` scope: may
+    #: manage every tenant (docs/admin.md).
+    operator: bool = False
 
     def has(self, scope: str) -> bool:
         return scope in self.scopes
@@ -92,6 +95,15 @@ async def authenticate(credential: str) -> Principal:
         raise
     g.authenticated = (credential, principal)
     return principal
+
+
+def require_operator(principal: Principal) -> None:
+    """Refuse (403) a caller that is not an operator: tenants are managed only by the admins of the
+    operator tenant (``auth.operator_tenant``), never by another tenant's admins."""
+    if not principal.operator:
+        raise PermissionDeniedError(
+            "only administrators of the operator tenant may manage tenants (see auth.operator_tenant)"
+        )
 
 
 def check_scopes(principal: Principal, scopes: tuple[str, ...]) -> None:

@@ -24,6 +24,8 @@ SCHEMA = "gateway"
 class TenantStatus(StrEnum):
     ACTIVE = "active"
     SUSPENDED = "suspended"
+    #: A deletion in progress: refused like a suspended tenant; deleting again resumes it.
+    DELETING = "deleting"
 
 
 class UserRole(StrEnum):
@@ -81,6 +83,8 @@ class User(GatewayBase):
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     last_login_at: Mapped[datetime | None]
+    #: When the user proved the address (a verification link or an accepted invitation); None: not yet.
+    email_verified_at: Mapped[datetime | None]
 
 
 class AuthSession(GatewayBase):
@@ -236,3 +240,48 @@ class MailToken(GatewayBase):
     created_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+
+class LimitOverride(GatewayBase):
+    """Rate limit and token quotas of one tenant (``user_id`` NULL) or one user, replacing the
+    ``[limits]`` defaults for it; a NULL field keeps the default, 0 tokens means unlimited."""
+
+    __tablename__ = "limit_overrides"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "(tokens_per_day IS NULL OR tokens_per_day >= 0) "
+            "AND (tokens_per_month IS NULL OR tokens_per_month >= 0)",
+            name="tokens",
+        ),
+        sa.Index(
+            "uq_limit_overrides_tenant_id_user_id",
+            "tenant_id",
+            "user_id",
+            unique=True,
+            postgresql_nulls_not_distinct=True,
+        ),
+        {"schema": SCHEMA},
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, server_default=sa.func.gen_random_uuid())
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey(f"{SCHEMA}.users.id", ondelete="CASCADE"))
+    #: Requests allowed, in ``limits`` notation (``"60 per minute"``); NULL: the configured default.
+    requests: Mapped[str | None]
+    tokens_per_day: Mapped[int | None] = mapped_column(sa.BigInteger())
+    tokens_per_month: Mapped[int | None] = mapped_column(sa.BigInteger())
+    updated_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())
+
+
+class NoticeSent(GatewayBase):
+    """A notice mailed once per ``(kind, subject, period)``, e.g. ``("quota_exhausted",
+    "user:<id>:day", "2026-11-27")``: inserting the row first decides which gateway sends it."""
+
+    __tablename__ = "notices_sent"
+    __table_args__ = {"schema": SCHEMA}  # noqa: RUF012
+
+    kind: Mapped[str] = mapped_column(primary_key=True)
+    subject: Mapped[str] = mapped_column(primary_key=True)
+    period: Mapped[str] = mapped_column(primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey(f"{SCHEMA}.tenants.id", ondelete="CASCADE"))
+    sent_at: Mapped[datetime] = mapped_column(server_default=sa.func.now())

@@ -249,12 +249,14 @@ class IdentityService:
         user, tenant, auth_session = found
         self._check_live(user, tenant)
         role = cast(Role, user.role)
+        scopes = ROLE_SCOPES[role]
         return Principal(
             tenant_id=str(tenant.id),
             user_id=str(user.id),
             role=role,
-            scopes=ROLE_SCOPES[role],
+            scopes=scopes,
             session_id=str(auth_session.id),
+            operator=self._operator(tenant, scopes),
         )
 
     async def _authenticate_key(self, credential: str) -> Principal:
@@ -269,13 +271,18 @@ class IdentityService:
             self._check_live(found.user, found.tenant)
             await apikeys.touch(session, found.key, self.auth.api_key_touch_seconds)
         role = cast(Role, found.user.role)
+        scopes = frozenset(found.key.scopes) & ROLE_SCOPES[role]
         return Principal(
             tenant_id=str(found.tenant.id),
             user_id=str(found.user.id),
             role=role,
-            scopes=frozenset(found.key.scopes) & ROLE_SCOPES[role],
+            scopes=scopes,
             api_key_id=str(found.key.id),
+            operator=self._operator(found.tenant, scopes),
         )
+
+    def _operator(self, tenant: Tenant, scopes: frozenset[str]) -> bool:
+        return "admin" in scopes and tenant.name == self.auth.operator_tenant_name
 
     @staticmethod
     def _check_live(user: User, tenant: Tenant) -> None:

@@ -44,11 +44,16 @@ STREAMING_MODULES = (
 )
 #: The web chat page served at ``/`` (docs/web.md).
 WEB_MODULES = ("opentier.gateway.routes.web",)
-#: Operators' reports and account recovery (docs/usage-reports.md, docs/email.md).
+#: Admin operations, reports and the mail flows (docs/admin.md, docs/usage-reports.md, docs/email.md).
 ADMIN_MODULES = (
     "opentier.gateway.routes.admin_usage",
     "opentier.gateway.routes.password_reset",
     "opentier.gateway.routes.admin_audit",
+    "opentier.gateway.routes.admin_tenants",
+    "opentier.gateway.routes.admin_keys",
+    "opentier.gateway.routes.admin_limits",
+    "opentier.gateway.routes.invitations",
+    "opentier.gateway.routes.email_verification",
 )
 
 

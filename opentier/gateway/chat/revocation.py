@@ -1,0 +1,111 @@
+"""Open chat streams by owner, so that an admin operation ends them at once (docs/admin.md).
+
+Every chat turn (WebSocket, SSE, OpenAI-compatible) is tracked while it runs: :meth:`OpenStreams.track`
+gives it an :class:`OpenStream` whose ``ended`` event is set when an operation ends the access it runs
+on — a tenant suspended or deleted, a user disabled or logged out by force, an API key revoked. The
+turn then stops the host's answer and ends with an ``error`` event carrying the :class:`Ending`'s code.
+
+This registry acts in this gateway process only; turns on other gateways notice the same change when
+they next check their caller against the database (``streaming.revalidate_seconds``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from quart import Quart
+
+from opentier.gateway.principal import Principal
+from opentier.gateway.state import gateway_state
+
+EXTRAS_KEY = "open_streams"
+
+#: Codes of the ``error`` event that ends a stream whose access was taken away.
+TENANT_SUSPENDED = "tenant_suspended"
+TENANT_DELETED = "tenant_deleted"
+ACCOUNT_DISABLED = "account_disabled"
+SESSION_ENDED = "session_ended"
+API_KEY_REVOKED = "api_key_revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """Why a stream was ended: a stable ``code`` and a sentence for people."""
+
+    code: str
+    message: str
+
+
+@dataclass(eq=False, slots=True)
+class OpenStream:
+    """One running turn of ``principal``; ``ended`` is set (once) with ``ending`` when it must stop."""
+
+    principal: Principal
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ending: Ending | None = None
+
+    def end(self, ending: Ending) -> None:
+        if self.ending is None:
+            self.ending = ending
+            self.ended.set()
+
+
+class OpenStreams:
+    """The turns running in this gateway process."""
+
+    def __init__(self) -> None:
+        self._streams: set[OpenStream] = set()
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    @contextmanager
+    def track(self, principal: Principal) -> Iterator[OpenStream]:
+        """Track a turn of ``principal`` for as long as the block runs."""
+        stream = OpenStream(principal)
+        self._streams.add(stream)
+        try:
+            yield stream
+        finally:
+            self._streams.discard(stream)
+
+    def end(
+        self,
+        ending: Ending,
+        *,
+        tenant_id: str | None = None,
+        user_id: str | None = None,
+        session_id: str | None = None,
+        api_key_id: str | None = None,
+    ) -> int:
+        """End every tracked turn matching all the ids given (at least one); how many were ended."""
+        wanted = {
+            "tenant_id": tenant_id,
+            "user_id": user_id,
+            "session_id": session_id,
+            "api_key_id": api_key_id,
+        }
+        given = {name: str(value) for name, value in wanted.items() if value is not None}
+        if not given:
+            raise ValueError("say whose streams to end: a tenant, user, session or API key id")
+        ended = 0
+        for stream in list(self._streams):
+            if stream.ending is None and all(
+                getattr(stream.principal, name) == value for name, value in given.items()
+            ):
+                stream.end(ending)
+                ended += 1
+        return ended
+
+
+def open_streams(app: Quart | None = None) -> OpenStreams:
+    """The registry of ``app`` (default: the current app), made on first use."""
+    extras = gateway_state(app).extras
+    found = extras.get(EXTRAS_KEY)
+    if not isinstance(found, OpenStreams):
+        found = OpenStreams()
+        extras[EXTRAS_KEY] = found
+    return found
