@@ -210,6 +210,13 @@ class StreamingSettings(Section):
     turn_deadline_seconds: float = Field(
         default=300.0, gt=0, description="Longest a chat turn may stream through the gateway."
     )
+    revalidate_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="A running turn checks its caller against the database this often, so a tenant "
+        "suspended, a user disabled or a key revoked through another gateway ends it too (this "
+        "gateway's own admin operations end it at once).",
+    )
 
 
 class LimitsSettings(Section):
@@ -245,6 +252,12 @@ class LimitsSettings(Section):
     )
     user_tokens_per_month: int = Field(
         default=0, ge=0, description="Tokens a user may spend per UTC calendar month; 0: unlimited."
+    )
+    overrides_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long a gateway keeps the per-tenant and per-user limits set by admins "
+        "(docs/admin.md) before reading them again; a change made through this gateway applies at once.",
     )
 
     @model_validator(mode="after")
@@ -421,6 +434,17 @@ class MailSettings(Section):
     )
     reset_token_ttl_seconds: int = Field(
         default=1800, ge=60, le=86400, description="Lifetime of a password reset link (single use)."
+    )
+    invitation_ttl_seconds: int = Field(
+        default=7 * 24 * 3600, ge=300, description="How long an invitation link stays valid."
+    )
+    verification_ttl_seconds: int = Field(
+        default=2 * 24 * 3600, ge=300, description="How long an address verification link stays valid."
+    )
+    notices: bool = Field(
+        default=True,
+        description="Mail users a notice when an API key is created for them and when they (or their "
+        "tenant) use up a token quota.",
     )
     reset_resend_seconds: int = Field(
         default=60,
