@@ -409,7 +409,8 @@ class AuthSettings(Section):
 
 
 class MailSettings(Section):
-    """Gateway e-mail (password reset): how mails leave, what their links point at, how sends retry."""
+    """Gateway e-mail (invitations, address verification, password reset, notices): how mails leave,
+    what their links point at, how long links live, how sends retry."""
 
     mode: Literal["log", "smtp"] = Field(
         default="log",

@@ -7,7 +7,7 @@ message is for people and may improve.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class OpenTierError(Exception):
@@ -198,6 +198,18 @@ class PermissionDeniedError(OpenTierError):
 
     code = "permission_denied"
     grpc_status = "PERMISSION_DENIED"
+
+
+class ConfirmationRequiredError(OpenTierError):
+    """A destructive operation waits for its confirmation (e.g. the tenant's name); ``details`` says
+    what it would remove."""
+
+    code = "confirmation_required"
+    grpc_status = "FAILED_PRECONDITION"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.details: dict[str, Any] = dict(details or {})
 
 
 class RateLimitedError(OpenTierError):

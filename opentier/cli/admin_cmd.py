@@ -52,7 +52,7 @@ def command() -> None:
 
     \b
       opentier admin tenants list
-      opentier admin users invite ada@example.org --role admin
+      opentier admin invite ada@example.org --role admin
       opentier admin audit --action user.
       opentier admin usage --group-by model --period month
 

@@ -45,6 +45,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_request": 400,
     "not_found": 404,
     "already_exists": 409,
+    "confirmation_required": 409,
     "document_failed": 422,
     "document_unreadable": 422,
     "source_refused": 403,
@@ -60,6 +61,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "quota_exceeded": 429,
     "host_unavailable": 503,
     "host_busy": 503,
+    # Codes of the `error` event ending a stream whose access was taken away (chat/revocation.py): what
+    # the same credential now gets, so the OpenAI-compatible route can answer with the right status.
+    "tenant_suspended": 403,
+    "tenant_deleted": 403,
+    "account_disabled": 401,
+    "session_ended": 401,
+    "api_key_revoked": 401,
 }
 
 #: Fallback for codes missing above: the status that matches the error's gRPC status.
@@ -101,6 +109,10 @@ class ErrorDetail(BaseModel):
     code: str = Field(description="Stable error code, e.g. `not_found`, `unauthenticated`.")
     message: str = Field(description="What went wrong and, when possible, what to do about it.")
     request_id: str = Field(description="Id of the request; quote it when reporting a problem.")
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="More about some errors, e.g. what a `confirmation_required` operation would delete.",
+    )
 
 
 class ErrorBody(BaseModel):
@@ -121,11 +133,18 @@ def status_for(error: OpenTierError) -> int:
     return status
 
 
-def error_response(code: str, message: str, status: int, *, retry_after: float | None = None) -> Response:
+def error_response(
+    code: str,
+    message: str,
+    status: int,
+    *,
+    retry_after: float | None = None,
+    details: dict[str, Any] | None = None,
+) -> Response:
     """A JSON error response in the one shape, with ``Retry-After`` on 429 and 503."""
     request_id = current_request_id() or new_request_id()
-    body = ErrorBody(error=ErrorDetail(code=code, message=message, request_id=request_id))
-    response = jsonify(body.model_dump())
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, request_id=request_id, details=details))
+    response = jsonify(body.model_dump(exclude_none=True))
     response.status_code = status
     response.headers["X-Request-ID"] = request_id
     if status in RETRYABLE_STATUSES:
@@ -140,11 +159,13 @@ def opentier_error_response(error: OpenTierError) -> Response:
     retry_after = getattr(error, "retry_after", None)
     if status >= 500 and status not in RETRYABLE_STATUSES:
         log.error("request failed with %s: %s", error.code, error.message)
+    details = getattr(error, "details", None)
     return error_response(
         error.code,
         error.message,
         status,
         retry_after=retry_after if isinstance(retry_after, (int, float)) else None,
+        details=details if isinstance(details, dict) else None,
     )
 
 

@@ -26,8 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentier.config import Settings, env_name
 from opentier.errors import ConfigError, HostUnavailableError, InvalidRequestError, OpenTierError
 from opentier.gateway.host_errors import error_code, remote_error
-from opentier.gateway.rpc import CHAT, Method, Req, Resp
-from opentier.generated.intelligence.v1 import chat_pb2, common_pb2
+from opentier.gateway.rpc import CHAT, DESCRIBE_TENANT_DATA, PURGE_TENANT_DATA, Method, Req, Resp
+from opentier.generated.intelligence.v1 import chat_pb2, common_pb2, tenants_pb2
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ MAX_RECONNECT_BACKOFF_MS = 2000
 MESSAGE_OVERHEAD_BYTES = 64 * 1024
 #: Health status name when no answer came back.
 UNREACHABLE = "UNREACHABLE"
+#: Deadline of a tenant's purge: a large tenant's rows take long to delete (the call is not retried).
+PURGE_DEADLINE_SECONDS = 600.0
 
 
 class CallObserver(Protocol):
@@ -239,6 +241,21 @@ class HostClient:
             raise
         return chat
 
+    async def tenant_data(self, tenant_id: str, request_id: str = "") -> tenants_pb2.TenantDataCounts:
+        """What the host holds for ``tenant_id`` (for the operator: sent with the ``admin`` scope)."""
+        return await self.unary(
+            DESCRIBE_TENANT_DATA, tenants_pb2.TenantDataRequest(), _operator_caller(tenant_id, request_id)
+        )
+
+    async def purge_tenant_data(self, tenant_id: str, request_id: str = "") -> tenants_pb2.TenantDataCounts:
+        """Delete everything the host holds for ``tenant_id``; what was deleted. Safe to repeat."""
+        return await self.unary(
+            PURGE_TENANT_DATA,
+            tenants_pb2.TenantDataRequest(),
+            _operator_caller(tenant_id, request_id),
+            timeout=max(PURGE_DEADLINE_SECONDS, self.settings.gateway.host_deadline_seconds),
+        )
+
     async def health(self, timeout: float) -> dict[str, str]:  # noqa: ASYNC109
         """Serving status (``SERVING``, ``NOT_SERVING``, ``UNREACHABLE``...) of each target, through the
         standard gRPC health service on the pool's own channels."""
@@ -372,6 +389,11 @@ class HostChat:
 
     def done(self) -> bool:
         return bool(self._call.done())
+
+
+def _operator_caller(tenant_id: str, request_id: str) -> common_pb2.Caller:
+    """The caller of a tenant data call: the target tenant itself, with the ``admin`` scope."""
+    return common_pb2.Caller(tenant_id=tenant_id, scopes=["admin"], request_id=request_id)
 
 
 def _set_caller(request: Message, caller: common_pb2.Caller) -> None:

@@ -133,6 +133,9 @@ def require(*scopes: str) -> Callable[[F], F]:
             g.principal = principal
             return await func(*args, **kwargs)
 
+        # Kept on the view (and copied up by the decorators above it) so tests can find, say, every
+        # route that needs `admin`.
+        wrapper.required_scopes = scopes  # type: ignore[attr-defined]
         return cast(F, security_scheme(list(SECURITY))(wrapper))
 
     return decorator

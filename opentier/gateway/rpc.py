@@ -21,6 +21,7 @@ from opentier.generated.intelligence.v1 import (
     ingest_pb2,
     plugins_pb2,
     search_pb2,
+    tenants_pb2,
 )
 
 PACKAGE = "opentier.intelligence.v1"
@@ -164,6 +165,22 @@ LIST_PLUGINS = _unary(
     idempotent=True,
 )
 
+#: A tenant's data on the host, for the operator (caller scopes must hold ``admin``).
+DESCRIBE_TENANT_DATA = _unary(
+    "TenantData",
+    "DescribeTenantData",
+    tenants_pb2.TenantDataRequest,
+    tenants_pb2.TenantDataCounts,
+    idempotent=True,
+)
+PURGE_TENANT_DATA = _unary(
+    "TenantData",
+    "PurgeTenantData",
+    tenants_pb2.TenantDataRequest,
+    tenants_pb2.TenantDataCounts,
+    idempotent=False,
+)
+
 #: One chat turn: ``start`` (then maybe ``cancel``) in, the turn's events out.
 CHAT: Method[chat_pb2.ChatRequest, chat_pb2.ChatEvent] = Method(
     "ChatService",
@@ -193,5 +210,7 @@ ALL: tuple[Method[Any, Any], ...] = (
     GET_CONVERSATION,
     DELETE_CONVERSATION,
     LIST_PLUGINS,
+    DESCRIBE_TENANT_DATA,
+    PURGE_TENANT_DATA,
     CHAT,
 )

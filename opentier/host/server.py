@@ -6,7 +6,7 @@ answers NOT_FOUND (SERVICE_UNKNOWN) for it, so a gateway can tell a missing serv
 one. Each registered service, and ``""`` for the whole server, is SERVING once
 :meth:`HostServer.start` returns and NOT_SERVING from the moment :meth:`HostServer.stop` begins.
 
-The data services (collections, documents, ingestion, search, chat, conversations) need the
+The data services (collections, documents, ingestion, search, chat, conversations, tenant data) need the
 database: they are registered when the server is given a :class:`~opentier.host.runtime.HostRuntime`,
 which the server then starts before serving and stops after the last call ended.
 
@@ -29,6 +29,7 @@ import grpc.aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from opentier.config import Settings
+from opentier.engine.tenancy import TenantData
 from opentier.errors import ConfigError, OpenTierError, PluginError
 from opentier.generated.intelligence.v1 import (
     chat_pb2,
@@ -45,6 +46,8 @@ from opentier.generated.intelligence.v1 import (
     plugins_pb2_grpc,
     search_pb2,
     search_pb2_grpc,
+    tenants_pb2,
+    tenants_pb2_grpc,
 )
 from opentier.host.auth import TokenAuthInterceptor
 from opentier.host.errors import ErrorMappingInterceptor
@@ -56,6 +59,7 @@ from opentier.host.servicers.documents import DocumentServicer
 from opentier.host.servicers.ingest import IngestServicer
 from opentier.host.servicers.plugins import PluginServicer
 from opentier.host.servicers.search import SearchServicer
+from opentier.host.servicers.tenants import TenantDataServicer
 from opentier.host.tracing import ServerTracingInterceptor
 from opentier.plugin_manager import PluginSystem
 
@@ -138,6 +142,7 @@ class HostServer:
         search = SearchServicer(runtime.search)
         chat = ChatServicer(runtime.chat)
         conversations = ConversationServicer(runtime.chat)
+        tenants = TenantDataServicer(TenantData(runtime.db, runtime.ingestion))
         found += [
             (
                 service_name(collections_pb2.DESCRIPTOR, "CollectionService"),
@@ -166,6 +171,10 @@ class HostServer:
                 lambda server: conversations_pb2_grpc.add_ConversationServiceServicer_to_server(
                     conversations, server
                 ),
+            ),
+            (
+                service_name(tenants_pb2.DESCRIPTOR, "TenantData"),
+                lambda server: tenants_pb2_grpc.add_TenantDataServicer_to_server(tenants, server),
             ),
         ]
         return found

@@ -22,6 +22,7 @@ from opentier.generated.intelligence.v1 import (
     ingest_pb2,
     plugins_pb2,
     search_pb2,
+    tenants_pb2,
 )
 from opentier.host import errors as host_side_errors
 from opentier.host import token as host_side_token
@@ -34,6 +35,7 @@ DESCRIPTORS = [
     ingest_pb2,
     plugins_pb2,
     search_pb2,
+    tenants_pb2,
 ]
 
 
@@ -51,7 +53,7 @@ def test_every_method_is_in_the_contract(method: rpc.Method[object, object]) -> 
     assert described.server_streaming == method.server_streaming
     assert described.client_streaming == method.client_streaming
     # Only reads are retried.
-    assert method.idempotent == method.name.startswith(("Get", "List", "Search"))
+    assert method.idempotent == method.name.startswith(("Get", "List", "Search", "Describe"))
 
 
 def test_wire_constants_match_the_host() -> None:

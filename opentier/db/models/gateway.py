@@ -224,8 +224,8 @@ class TokenUsage(GatewayBase):
 
 
 class MailToken(GatewayBase):
-    """A single-use token sent in a mail link (``purpose``: ``password_reset``; later invitations and
-    address verification), by its digest; ``used_at`` set when it is spent."""
+    """A single-use token sent in a mail link (``purpose``: ``password_reset``, ``invitation``,
+    ``email_verification``), by its digest; ``used_at`` set when it is spent."""
 
     __tablename__ = "mail_tokens"
     __table_args__ = {"schema": SCHEMA}  # noqa: RUF012

@@ -1,4 +1,4 @@
-"""Open chat streams by owner, so that an admin operation ends them at once (docs/admin.md).
+"""Open chat streams by owner, so that an admin operation ends them at once (docs/admin-users.md).
 
 Every chat turn (WebSocket, SSE, OpenAI-compatible) is tracked while it runs: :meth:`OpenStreams.track`
 gives it an :class:`OpenStream` whose ``ended`` event is set when an operation ends the access it runs
@@ -12,12 +12,13 @@ they next check their caller against the database (``streaming.revalidate_second
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from quart import Quart
 
+from opentier.errors import AuthenticationError, PermissionDeniedError
 from opentier.gateway.principal import Principal
 from opentier.gateway.state import gateway_state
 
@@ -30,6 +31,18 @@ ACCOUNT_DISABLED = "account_disabled"
 SESSION_ENDED = "session_ended"
 API_KEY_REVOKED = "api_key_revoked"
 
+#: What people are told, the same on every gateway (these, and the checks of
+#: :mod:`opentier.gateway.identity.liveness`).
+TENANT_SUSPENDED_MESSAGE = "your tenant was suspended; ask its administrators"
+TENANT_DELETED_MESSAGE = "your tenant is being deleted"
+ACCOUNT_DISABLED_MESSAGE = "your account was disabled; ask an administrator of your tenant"
+ACCOUNT_DELETED_MESSAGE = "your account was deleted"
+SESSION_ENDED_MESSAGE = "your session was ended; sign in again"
+API_KEY_REVOKED_MESSAGE = "the API key this stream uses was revoked"
+API_KEY_EXPIRED_MESSAGE = "the API key this stream uses has expired"
+#: The endings that concern the whole tenant: a new request is refused with 403, not 401.
+TENANT_ENDINGS = frozenset({TENANT_SUSPENDED, TENANT_DELETED})
+
 
 @dataclass(frozen=True, slots=True)
 class Ending:
@@ -37,6 +50,14 @@ class Ending:
 
     code: str
     message: str
+
+
+def refusal(ending: Ending) -> AuthenticationError | PermissionDeniedError:
+    """What a turn that has not started yet raises for ``ending``: what any request with the same
+    credential is refused with (403 for the tenant's endings, 401 otherwise)."""
+    if ending.code in TENANT_ENDINGS:
+        return PermissionDeniedError(ending.message)
+    return AuthenticationError(ending.message)
 
 
 @dataclass(eq=False, slots=True)
@@ -109,3 +130,21 @@ def open_streams(app: Quart | None = None) -> OpenStreams:
         found = OpenStreams()
         extras[EXTRAS_KEY] = found
     return found
+
+
+def end_key_streams(api_key_id: str, app: Quart | None = None) -> int:
+    """End the turns running on API key ``api_key_id`` (just revoked): ``api_key_revoked``."""
+    return open_streams(app).end(Ending(API_KEY_REVOKED, API_KEY_REVOKED_MESSAGE), api_key_id=api_key_id)
+
+
+def end_session_streams(session_ids: Iterable[str], app: Quart | None = None) -> int:
+    """End the turns running on the sign-in sessions ``session_ids`` (just ended): ``session_ended``."""
+    streams = open_streams(app)
+    ending = Ending(SESSION_ENDED, SESSION_ENDED_MESSAGE)
+    return sum(streams.end(ending, session_id=session_id) for session_id in session_ids)
+
+
+def end_user_streams(user_id: str, *, deleted: bool = False, app: Quart | None = None) -> int:
+    """End every turn of user ``user_id`` (just disabled or deleted): ``account_disabled``."""
+    message = ACCOUNT_DELETED_MESSAGE if deleted else ACCOUNT_DISABLED_MESSAGE
+    return open_streams(app).end(Ending(ACCOUNT_DISABLED, message), user_id=user_id)

@@ -20,28 +20,47 @@ values. Its contract, which every transport relies on:
   ends; with no usage event (host died) the estimate is charged. Charging only records the tokens (the
   next check counts them at once; the ledger writer stores them shortly after), so ``usage`` and
   ``done`` are relayed without waiting on the database.
+- Taken-away access (docs/admin-users.md): the turn checks its caller against the database
+  (:func:`~opentier.gateway.identity.liveness.check_live`) before it starts — a credential that no
+  longer works (a WebSocket opened before) is refused like a request, ``AuthenticationError`` or
+  ``PermissionDeniedError``, with :attr:`ChatTurn.ending` set — and then every
+  ``streaming.revalidate_seconds``, for what other gateways changed; while it runs it is also tracked in
+  the app's :class:`~opentier.gateway.chat.revocation.OpenStreams`, where this gateway's admin
+  operations end it at once. Either way the turn cancels itself like a client's cancel (the partial
+  answer is stored as ``cancelled``) and yields an ``error`` event with the
+  :class:`~opentier.gateway.chat.revocation.Ending`'s code after the host's ``usage``, before ``done``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
+
+from quart import has_app_context
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.errors import HostUnavailableError, OpenTierError
 from opentier.gateway.chat.events import TurnEvent, error_event, from_host, quota_event
+from opentier.gateway.chat.revocation import Ending, OpenStream, OpenStreams, open_streams, refusal
 from opentier.gateway.chat.start import ChatStartRequest
 from opentier.gateway.host import HostChat, HostClient
+from opentier.gateway.identity.liveness import check_live
 from opentier.gateway.limits.quotas import QuotaWindow, TokenQuotas, UsageCharge, estimate_tokens
 from opentier.gateway.principal import Principal
+from opentier.gateway.state import gateway_state
 from opentier.generated.intelligence.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
 #: Reason sent to the host when the caller's token quota ends the turn.
 QUOTA_CANCEL_REASON = "token quota used up"
+
+#: Why a principal may no longer stream, or None (:func:`~opentier.gateway.identity.liveness.check_live`).
+LivenessCheck = Callable[[Principal], Awaitable[Ending | None]]
 
 
 class ChatTurn:
@@ -56,12 +75,29 @@ class ChatTurn:
         *,
         quotas: TokenQuotas | None = None,
         deadline_seconds: float | None = None,
+        streams: OpenStreams | None = None,
+        liveness: LivenessCheck | None = None,
+        revalidate_seconds: float | None = None,
     ) -> None:
         self.client = client
         self.principal = principal
         self.caller = caller
         self.start = start
         self.quotas = quotas
+        # Made in a request or WebSocket (every transport): the app's registry and database, by default.
+        if streams is None and has_app_context():
+            streams = open_streams()
+        if liveness is None and has_app_context():
+            liveness = _database_check(gateway_state().engine)
+        #: Where this gateway's admin operations find the turn to end it (none: not tracked).
+        self.streams = streams
+        self.liveness = liveness
+        #: How often the running turn re-checks its caller (default ``streaming.revalidate_seconds``).
+        self.revalidate_seconds = (
+            client.settings.streaming.revalidate_seconds if revalidate_seconds is None else revalidate_seconds
+        )
+        #: Why the caller's access ended this turn, once it did.
+        self.ending: Ending | None = None
         #: Longest the turn may stream (default ``streaming.turn_deadline_seconds``).
         self.deadline_seconds = (
             client.settings.streaming.turn_deadline_seconds if deadline_seconds is None else deadline_seconds
@@ -80,6 +116,7 @@ class ChatTurn:
         self._first_token: float | None = None
         self._quota: TurnEvent | None = None
         self._started = False
+        self._stream: OpenStream | None = None
 
     def events(self) -> AsyncGenerator[TurnEvent, None]:
         """The turn's events, ``done`` last; see the module's docstring for what is raised."""
@@ -101,12 +138,28 @@ class ChatTurn:
         return self._cancel_reason is not None
 
     async def _events(self) -> AsyncGenerator[TurnEvent, None]:
+        with contextlib.ExitStack() as tracked:
+            self._stream = (
+                tracked.enter_context(self.streams.track(self.principal))
+                if self.streams is not None
+                else OpenStream(self.principal)
+            )
+            async with contextlib.aclosing(self._tracked_events()) as events:
+                async for event in events:
+                    yield event
+
+    async def _tracked_events(self) -> AsyncGenerator[TurnEvent, None]:
+        ending = await self._check()
+        if ending is not None:
+            self.ending = ending
+            raise refusal(ending)
         window = await self.quotas.check(self.principal) if self.quotas is not None else None
         self._began = time.monotonic()
         chat = await self.client.chat(self.start.to_pb(), self.caller, timeout=self.deadline_seconds)
         self._chat = chat
         if self._cancel_reason is not None:
             await chat.cancel(self._cancel_reason)
+        watcher = asyncio.create_task(self._watch(), name="chat-turn-access")
         try:
             failure: OpenTierError
             try:
@@ -128,6 +181,7 @@ class ChatTurn:
             yield self._failure_event(failure)
             yield self._synthetic_done()
         finally:
+            watcher.cancel()  # it never raises: nothing to await
             chat.close()
             if not self._charged and (self.started or self.estimated_output_tokens):
                 self._charge_estimate()
@@ -155,11 +209,45 @@ class ChatTurn:
                         continue
                 elif event.type == "usage":
                     self._charge_usage(event)
-                elif event.type == "done" and self._quota is not None:
-                    yield self._quota
+                elif event.type == "done":
+                    if self._quota is not None:
+                        yield self._quota
+                    if self.ending is not None:
+                        yield error_event(self.ending.code, self.ending.message)
                 yield event
                 if event.terminal:
                     return
+
+    async def _check(self) -> Ending | None:
+        """Why the caller may no longer stream, by the database; None when it may (or when the
+        database cannot say: the next check decides)."""
+        if self.liveness is None:
+            return None
+        try:
+            return await self.liveness(self.principal)
+        except Exception:
+            log.warning("chat turn %s: its caller could not be re-checked", self.message_id, exc_info=True)
+            return None
+
+    async def _watch(self) -> None:
+        """End the turn when its caller's access goes: at once when this gateway's registry says so,
+        else at the first failed check against the database (every ``revalidate_seconds``)."""
+        stream = self._stream
+        assert stream is not None
+        while stream.ending is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.revalidate_seconds):
+                    await stream.ended.wait()
+            if stream.ending is None and (found := await self._check()) is not None:
+                stream.end(found)
+        ending = stream.ending
+        assert ending is not None
+        self.ending = ending
+        log.info("chat turn %s ended: %s", self.message_id, ending.code)
+        try:
+            await self.cancel(ending.message)
+        except Exception:
+            log.exception("chat turn %s: the host could not be told to stop", self.message_id)
 
     @property
     def started(self) -> bool:
@@ -244,3 +332,14 @@ class ChatTurn:
             self.quotas.charge(self.principal, charge)
         except Exception:
             log.exception("chat turn %s: its tokens could not be charged", self.message_id)
+
+
+def _database_check(engine: AsyncEngine | None) -> LivenessCheck | None:
+    """The check of a principal against ``engine`` (None without a database: nothing to check)."""
+    if engine is None:
+        return None
+
+    async def check(principal: Principal) -> Ending | None:
+        return await check_live(engine, principal)
+
+    return check

@@ -1,17 +1,20 @@
-"""User administration within the caller's tenant: create, list, get, change, delete — audited.
+"""User administration within the caller's tenant: create, list, get, change, log out, delete — audited.
 
 The routes check the ``admin`` scope; these methods scope every query by the caller's tenant, so a
-user id of another tenant is simply not found. A tenant never loses its last active admin.
+user id of another tenant is simply not found. A tenant never loses its last active admin. What a
+change ends (sign-in sessions, API keys) is returned, so that the route can end the open streams that
+ran on it (:mod:`opentier.gateway.chat.revocation`).
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from opentier.db.models.gateway import Tenant, User
+from opentier.db.models.gateway import ApiKey, AuthSession, RefreshToken, Tenant, User
 from opentier.errors import InvalidRequestError, NotFoundError
 from opentier.gateway.identity import audit
 from opentier.gateway.identity.audit import Actor, Origin
@@ -36,6 +39,53 @@ class UserChange:
     disabled: bool | None = None
     display_name: str | None = None
     password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserUpdate:
+    """A changed user, and the ids of the sign-in sessions the change ended (a new password)."""
+
+    user: User
+    ended_sessions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedOut:
+    """What a forced logout ended: the user's live sign-in sessions and, when asked, its live keys."""
+
+    user: User
+    sessions: list[str]
+    api_keys: list[str]
+
+
+async def end_sessions(session: AsyncSession, user_id: uuid.UUID, reason: str) -> list[str]:
+    """Revoke every live sign-in of the user (:func:`revoke_sessions`) with its refresh tokens; the ids
+    of the sessions it ended."""
+    live = await session.scalars(
+        sa.select(AuthSession.id)
+        .where(AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None))
+        .with_for_update()
+    )
+    ended = list(live)
+    await revoke_sessions(session, user_id, reason)
+    if ended:  # their refresh tokens too, so that none can be traded for new tokens
+        await session.execute(
+            sa.update(RefreshToken)
+            .where(RefreshToken.session_id.in_(ended), RefreshToken.revoked_at.is_(None))
+            .values(revoked_at=sa.func.now())
+        )
+    return [str(session_id) for session_id in ended]
+
+
+async def revoke_keys(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
+    """Revoke every key of the user that is not revoked yet; the ids of those it revoked."""
+    revoked = await session.scalars(
+        sa.update(ApiKey)
+        .where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=sa.func.now())
+        .returning(ApiKey.id)
+    )
+    return [str(key_id) for key_id in revoked]
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -97,7 +147,11 @@ class UserAdmin:
                 raise NotFoundError("your tenant no longer exists")
             return user, tenant
 
-    async def update(self, principal: Principal, user_id: str, change: UserChange, origin: Origin) -> User:
+    async def update(
+        self, principal: Principal, user_id: str, change: UserChange, origin: Origin
+    ) -> UserUpdate:
+        """Apply ``change``; disabling or a new password ends the user's sign-in sessions."""
+        ended: list[str] = []
         new_hash = None if change.password is None else await self._passwords.hash(change.password)
         async with self._sessions() as session, session.begin():
             tenant_id = uuid.UUID(principal.tenant_id)
@@ -127,16 +181,39 @@ class UserAdmin:
                 action = audit.USER_DISABLED if change.disabled else audit.USER_ENABLED
                 audit.record(session, action, actor=actor, origin=origin, target=target)
                 if change.disabled:
-                    await revoke_sessions(session, user.id, "user disabled")
+                    ended += await end_sessions(session, user.id, "user disabled")
             if change.display_name is not None:
                 user.display_name = change.display_name.strip()
             if new_hash is not None:
                 user.password_hash = new_hash
-                await revoke_sessions(session, user.id, "password changed")
+                ended += await end_sessions(session, user.id, "password changed")
                 audit.record(session, audit.PASSWORD_CHANGED, actor=actor, origin=origin, target=target)
             await session.flush()
             await session.refresh(user)
-            return user
+            return UserUpdate(user, ended)
+
+    async def logout(
+        self, principal: Principal, user_id: str, *, revoke_api_keys: bool, origin: Origin
+    ) -> LoggedOut:
+        """Force a logout: end every sign-in session of the user (its tokens stop working at once) and,
+        with ``revoke_api_keys``, revoke its keys too. Audited even when there was nothing to end."""
+        async with self._sessions() as session, session.begin():
+            user = await get_user(session, uuid.UUID(principal.tenant_id), parse_id(user_id, "user"))
+            sessions = await end_sessions(session, user.id, "logged out by an admin")
+            keys = await revoke_keys(session, user.id) if revoke_api_keys else []
+            audit.record(
+                session,
+                audit.USER_LOGGED_OUT_BY_ADMIN,
+                actor=actor_of(principal),
+                origin=origin,
+                target=f"user:{user.id}",
+                details={
+                    "sessions_ended": len(sessions),
+                    "revoke_api_keys": revoke_api_keys,
+                    "api_keys_revoked": keys,
+                },
+            )
+            return LoggedOut(user, sessions, keys)
 
     async def delete(self, principal: Principal, user_id: str, origin: Origin) -> None:
         async with self._sessions() as session, session.begin():

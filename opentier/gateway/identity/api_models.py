@@ -25,6 +25,9 @@ class UserOut(BaseModel):
     display_name: str
     role: RoleName
     disabled: bool
+    email_verified: bool = Field(
+        description="Whether the user proved the address (a verification link or an accepted invitation)."
+    )
     created_at: datetime
     last_login_at: datetime | None
 
@@ -36,6 +39,7 @@ class UserOut(BaseModel):
             display_name=user.display_name,
             role=user.role,  # type: ignore[arg-type]
             disabled=user.disabled,
+            email_verified=user.email_verified_at is not None,
             created_at=user.created_at,
             last_login_at=user.last_login_at,
         )

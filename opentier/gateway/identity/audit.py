@@ -24,9 +24,18 @@ USER_ROLE_CHANGED = "user.role_changed"
 USER_DISABLED = "user.disabled"
 USER_ENABLED = "user.enabled"
 USER_DELETED = "user.deleted"
+USER_LOGGED_OUT_BY_ADMIN = "user.logged_out_by_admin"
 PASSWORD_CHANGED = "user.password_changed"
 KEY_CREATED = "api_key.created"
 KEY_REVOKED = "api_key.revoked"
+#: A tenant's or user's rate limit and token quotas set or cleared by an admin (docs/limits.md).
+LIMITS_SET = "limits.set"
+LIMITS_CLEARED = "limits.cleared"
+#: Tenant operations of the platform operator (docs/admin.md), recorded under the operator's tenant.
+TENANT_CREATED = "tenant.created"
+TENANT_SUSPENDED = "tenant.suspended"
+TENANT_RESUMED = "tenant.resumed"
+TENANT_DELETED = "tenant.deleted"
 
 
 @dataclass(frozen=True, slots=True)

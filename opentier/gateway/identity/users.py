@@ -113,9 +113,16 @@ async def revoke_sessions(session: AsyncSession, user_id: uuid.UUID, reason: str
 
 
 async def count_active_admins(session: AsyncSession, tenant_id: uuid.UUID) -> int:
+    """Admins of the tenant who can sign in: enabled, with a password (an invitation not yet
+    accepted does not count, so the last real admin cannot be demoted in favour of one)."""
     found = await session.scalar(
         sa.select(sa.func.count())
         .select_from(User)
-        .where(User.tenant_id == tenant_id, User.role == "admin", User.disabled.is_(False))
+        .where(
+            User.tenant_id == tenant_id,
+            User.role == "admin",
+            User.disabled.is_(False),
+            User.password_hash.is_not(None),
+        )
     )
     return int(found or 0)

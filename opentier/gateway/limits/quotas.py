@@ -12,6 +12,10 @@ INSERT every :data:`FLUSH_SECONDS` (sooner once :data:`FLUSH_ROWS` wait), retryi
 the database refuses. :meth:`TokenQuotas.close` (the app stopping) writes everything before it returns;
 a killed process loses at most what it had not written yet (docs/limits.md).
 
+An admin may set a tenant's or a user's quotas (:mod:`.overrides`): they replace the defaults for that
+tenant or user, read through the per-gateway cache. :attr:`TokenQuotas.exhausted_listeners` are told,
+in background tasks, when a quota is used up (once per quota, period and limit per gateway).
+
 Quotas are soft by design: a turn is let in while the quota has tokens left, and the chat turn stops
 itself once its estimated tokens reach what was left (see :class:`opentier.gateway.chat.turn.ChatTurn`),
 so concurrent turns of one caller can overrun a quota by at most their own answers.
@@ -27,7 +31,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -39,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opentier.config import LimitsSettings
 from opentier.db.models.gateway import SCHEMA, TokenUsage
 from opentier.errors import DatabaseError, OpenTierError, QuotaExceededError
+from opentier.gateway.limits.overrides import LimitOverrides, Override
 from opentier.gateway.principal import Principal
 
 #: Characters per token assumed while a turn streams, before the host reports the real counts.
@@ -54,6 +59,8 @@ BATCH_ROWS = 1000
 #: First and longest wait before a refused write is tried again (doubled in between).
 RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
+#: Longest :meth:`TokenQuotas.close` waits for the exhausted listeners still running.
+LISTENERS_GRACE_SECONDS = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,8 @@ Scope = Literal["tenant", "user"]
 Period = Literal["day", "month"]
 SCOPES: tuple[Scope, ...] = ("tenant", "user")
 PERIODS: tuple[Period, ...] = ("day", "month")
+#: The quotas of one caller, per (scope, period); 0: unlimited.
+Limits = dict[tuple[Scope, Period], int]
 
 
 def estimate_tokens(text: str) -> int:
@@ -105,6 +114,11 @@ class QuotaWindow:
         """Seconds from ``now`` until the period ends (at least 1)."""
         ends = datetime.fromisoformat(self.resets_at)
         return max(1.0, (ends - (now or utc_now())).total_seconds())
+
+
+#: Told that a caller used up a quota (``window.used >= window.limit``); see
+#: :attr:`TokenQuotas.exhausted_listeners`.
+ExhaustedListener = Callable[[Principal, QuotaWindow], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +215,10 @@ class _Recorded:
 class TokenQuotas:
     """Checks and charges token quotas; one per gateway app (``gateway_state().extras["quotas"]``).
 
-    Built with the ``[limits]`` settings; :meth:`open` gives it the gateway's database engine and starts
-    the ledger writer when the app starts serving, :meth:`close` writes what is left when it stops.
-    ``clock`` (tests) says what time it is.
+    Built with the ``[limits]`` settings and the gateway's :class:`~.overrides.LimitOverrides` (None:
+    the defaults only); :meth:`open` gives it the gateway's database engine and starts the ledger writer
+    when the app starts serving, :meth:`close` writes what is left when it stops. ``clock`` (tests) says
+    what time it is.
     """
 
     def __init__(
@@ -214,8 +229,10 @@ class TokenQuotas:
         clock: Callable[[], datetime] = utc_now,
         flush_seconds: float = FLUSH_SECONDS,
         flush_rows: int = FLUSH_ROWS,
+        overrides: LimitOverrides | None = None,
     ) -> None:
-        self.limits: dict[tuple[Scope, Period], int] = {
+        #: The defaults (``[limits]``); :meth:`limits_for` says what applies to a caller.
+        self.limits: Limits = {
             ("tenant", "day"): settings.tenant_tokens_per_day,
             ("tenant", "month"): settings.tenant_tokens_per_month,
             ("user", "day"): settings.user_tokens_per_day,
@@ -238,6 +255,13 @@ class TokenQuotas:
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self.overrides = overrides
+        #: Called (each in its own background task; errors logged, never raised to the request) when
+        #: :meth:`check` refuses or :meth:`charge` makes a quota used up, once per quota (scope, owner,
+        #: period, limit) and period per gateway.
+        self.exhausted_listeners: list[ExhaustedListener] = []
+        self._told: dict[tuple[str, str, str, int, str], datetime] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     def open(self, engine: AsyncEngine) -> None:
         """Use ``engine`` and start the ledger writer (call it in the app's event loop)."""
@@ -257,6 +281,7 @@ class TokenQuotas:
         self._closing = True
         self._wake.set()
         writer, self._writer = self._writer, None
+        await self._stop_listeners()
         try:
             if writer is not None:
                 try:
@@ -278,8 +303,28 @@ class TokenQuotas:
 
     @property
     def active(self) -> bool:
-        """Whether any quota is set (without one, checks cost nothing)."""
-        return any(self.limits.values())
+        """Whether a quota may apply to someone: a default one, or one an admin may set (without either,
+        checks cost nothing)."""
+        return any(self.limits.values()) or self.overrides is not None
+
+    async def limits_for(self, principal: Principal) -> Limits:
+        """The caller's quotas: the defaults, each replaced by the tenant's or the user's override when
+        an admin set one (a cached read, see :mod:`.overrides`)."""
+        if self.overrides is None:
+            return self.limits
+        found = await self.overrides.for_caller(principal.tenant_id, principal.user_id)
+        if found.tenant is None and found.user is None:
+            return self.limits
+        limits = dict(self.limits)
+        rows: tuple[tuple[Scope, Override | None], ...] = (("tenant", found.tenant), ("user", found.user))
+        for scope, row in rows:
+            if row is None:
+                continue
+            if row.tokens_per_day is not None:
+                limits[(scope, "day")] = row.tokens_per_day
+            if row.tokens_per_month is not None:
+                limits[(scope, "month")] = row.tokens_per_month
+        return limits
 
     @property
     def unwritten(self) -> int:
@@ -290,15 +335,15 @@ class TokenQuotas:
 
     async def tightest(self, principal: Principal) -> QuotaWindow | None:
         """The caller's quota with the least left (None: no quota applies)."""
-        windows = await self.windows(principal)
-        if not windows:
-            return None
-        return min(windows, key=lambda w: (w.remaining, -datetime.fromisoformat(w.resets_at).timestamp()))
+        return _tightest(await self.windows(principal))
 
     async def check(self, principal: Principal) -> QuotaWindow | None:
-        """:meth:`tightest`, refused with :class:`~opentier.errors.QuotaExceededError` when used up."""
-        window = await self.tightest(principal)
+        """:meth:`tightest`, refused with :class:`~opentier.errors.QuotaExceededError` when used up
+        (and the :attr:`exhausted_listeners` told, in the background)."""
+        windows = await self.windows(principal)
+        window = _tightest(windows)
         if window is not None and window.remaining <= 0:
+            self._tell_exhausted(principal, windows)
             raise exceeded(window, self.clock())
         return window
 
@@ -333,6 +378,8 @@ class TokenQuotas:
             log.error("token usage recorded after the ledger closed: %s", _described(recorded))
         if len(self._recorded) == 1 or len(self._recorded) >= self.flush_rows:
             self._wake.set()
+        if self.exhausted_listeners and not self._closing:
+            self._in_background(self._after_charge(principal), "token quota check after a charge")
 
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Write every charge recorded so far into the ledger, up to :data:`BATCH_ROWS` in one INSERT.
@@ -389,6 +436,9 @@ class TokenQuotas:
         recorded and not yet written included)."""
         if not self.active:
             return []
+        limits = await self.limits_for(principal)
+        if not any(limits.values()):
+            return []
         now = self.clock()
         day_start, day_end = period_bounds("day", now)
         month_start, month_end = period_bounds("month", now)
@@ -402,11 +452,11 @@ class TokenQuotas:
             scope: self._unwritten_sum(owners[scope], month_start.date(), day_start.date()).total
             for scope in SCOPES
         }
-        tenant_today, user_today = await self._sums(principal, since=day_start, until=None)
+        tenant_today, user_today = await self._sums(principal, limits, since=day_start, until=None)
         today = {"tenant": tenant_today, "user": user_today}
-        earlier = await self._earlier_in_month(principal, month_start, day_start)
+        earlier = await self._earlier_in_month(principal, limits, month_start, day_start)
         found = []
-        for (scope, period), limit in self.limits.items():
+        for (scope, period), limit in limits.items():
             if not limit:
                 continue
             used = today[scope] + unwritten_today[scope]
@@ -463,10 +513,10 @@ class TokenQuotas:
         )
 
     async def _earlier_in_month(
-        self, principal: Principal, month_start: datetime, day_start: datetime
+        self, principal: Principal, limits: Limits, month_start: datetime, day_start: datetime
     ) -> dict[Scope, int]:
         """Tokens of the month's days before today, per scope (cached until the day changes)."""
-        wanted = [scope for scope in SCOPES if self.limits[(scope, "month")]]
+        wanted = [scope for scope in SCOPES if limits[(scope, "month")]]
         if not wanted or day_start == month_start:
             return {"tenant": 0, "user": 0}
         if self._earlier_day != day_start.date():
@@ -477,19 +527,20 @@ class TokenQuotas:
         if all(keys[scope] in self._earlier for scope in wanted):
             return {scope: self._earlier.get(keys[scope], 0) for scope in SCOPES}
         generation = self._earlier_generation
-        tenant, user = await self._sums(principal, since=month_start, until=day_start)
+        tenant, user = await self._sums(principal, limits, since=month_start, until=day_start)
         if generation == self._earlier_generation:  # else an earlier day's row was written meanwhile
-            self._earlier[keys["tenant"]] = tenant
+            if _tenant_wide(limits):  # else ``tenant`` is the user's sum only
+                self._earlier[keys["tenant"]] = tenant
             self._earlier[keys["user"]] = user
         return {"tenant": tenant, "user": user}
 
     async def _sums(
-        self, principal: Principal, *, since: datetime, until: datetime | None
+        self, principal: Principal, limits: Limits, *, since: datetime, until: datetime | None
     ) -> tuple[int, int]:
         """Tokens of the caller's tenant and of the caller in [since, until); the tenant's sum only when a
         tenant quota is set (otherwise the user's index alone is read)."""
         user_id = uuid.UUID(principal.user_id)
-        tenant_wide = bool(self.limits[("tenant", "day")] or self.limits[("tenant", "month")])
+        tenant_wide = _tenant_wide(limits)
         conditions = [TokenUsage.tenant_id == uuid.UUID(principal.tenant_id), TokenUsage.created_at >= since]
         if until is not None:
             conditions.append(TokenUsage.created_at < until)
@@ -510,6 +561,81 @@ class TokenQuotas:
         except SQLAlchemyError as err:
             raise DatabaseError(f"the token usage ledger cannot be read: {err.__class__.__name__}") from err
         return tuple(int(value) for value in row)
+
+    async def used(self, tenant_id: str, user_id: str | None = None) -> dict[Period, int]:
+        """Tokens a tenant (``user_id`` None) or one of its users spent this UTC day and month (recorded
+        turns not yet written included): for the admins' view of limits."""
+        now = self.clock()
+        day_start, _ = period_bounds("day", now)
+        month_start, month_end = period_bounds("month", now)
+        conditions = [
+            TokenUsage.tenant_id == uuid.UUID(tenant_id),
+            TokenUsage.created_at >= month_start,
+            TokenUsage.created_at < month_end,
+        ]
+        if user_id is not None:
+            conditions.append(TokenUsage.user_id == uuid.UUID(user_id))
+        owner: tuple[Scope, str] = (
+            ("tenant", str(uuid.UUID(tenant_id))) if user_id is None else ("user", str(uuid.UUID(user_id)))
+        )
+        unwritten_day = self._unwritten_sum(owner, day_start.date(), None).total
+        unwritten_month = self._unwritten_sum(owner, month_start.date(), month_end.date()).total
+        today, month = await self._counts(
+            sa.select(
+                sa.func.coalesce(sa.func.sum(_TOKENS).filter(TokenUsage.created_at >= day_start), 0),
+                sa.func.coalesce(sa.func.sum(_TOKENS), 0),
+            ).where(*conditions)
+        )
+        return {"day": today + unwritten_day, "month": month + unwritten_month}
+
+    # --- telling that a quota is used up ------------------------------------------------------------
+
+    async def _after_charge(self, principal: Principal) -> None:
+        self._tell_exhausted(principal, await self.windows(principal))
+
+    def _tell_exhausted(self, principal: Principal, windows: Iterable[QuotaWindow]) -> None:
+        """Call the listeners about each used-up window not told yet (in this gateway)."""
+        if not self.exhausted_listeners:
+            return
+        now = self.clock()
+        owners = _owners(principal)
+        for window in windows:
+            if window.used < window.limit:
+                continue
+            owner = owners["tenant" if window.scope == "tenant" else "user"][1]
+            told = (window.scope, owner, window.period, window.limit, window.resets_at)
+            if told in self._told:
+                continue
+            for key in [key for key, ends in self._told.items() if ends <= now]:
+                del self._told[key]
+            self._told[told] = datetime.fromisoformat(window.resets_at)
+            for listener in list(self.exhausted_listeners):
+                self._in_background(_call(listener, principal, window), "token quota exhausted listener")
+
+    def _in_background(self, work: Awaitable[None], name: str) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.get_running_loop().create_task(run(), name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _stop_listeners(self) -> None:
+        """Let the listeners still running finish (a short while), then cancel them."""
+        running = set(self._background)
+        if not running:
+            return
+        _, pending = await asyncio.wait(running, timeout=LISTENERS_GRACE_SECONDS)
+        for task in pending:
+            log.warning("cancelled at shutdown: %s", task.get_name())
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
 
     # --- the writer ---------------------------------------------------------------------------------
 
@@ -576,6 +702,20 @@ class TokenQuotas:
         if self.engine is None:
             raise OpenTierError("the token quotas are not open (the gateway is not serving)")
         return self.engine
+
+
+async def _call(listener: ExhaustedListener, principal: Principal, window: QuotaWindow) -> None:
+    await listener(principal, window)
+
+
+def _tightest(windows: list[QuotaWindow]) -> QuotaWindow | None:
+    if not windows:
+        return None
+    return min(windows, key=lambda w: (w.remaining, -datetime.fromisoformat(w.resets_at).timestamp()))
+
+
+def _tenant_wide(limits: Limits) -> bool:
+    return bool(limits[("tenant", "day")] or limits[("tenant", "month")])
 
 
 def _owners(principal: Principal) -> dict[Scope, tuple[Scope, str]]:

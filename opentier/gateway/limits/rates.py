@@ -1,7 +1,11 @@
-"""Request rate limits per API key, per user and per client address, with the ``limits`` library.
+"""Request rate limits per API key, per user, per tenant and per client address, with the ``limits``
+library.
 
 Every request and every WebSocket connect counts once against each limit that applies to it (the
-address always; the user and the API key when the request carries a valid credential). Windows are
+address always; the user and the API key when the request carries a valid credential; the tenant, all
+its users together, when an admin set a tenant limit). A user's own limit set by an admin replaces the
+per-user and per-API-key defaults for that user (:mod:`.overrides`, read through a per-gateway cache,
+so a caller without overrides costs a dictionary lookup more than before). Windows are
 fixed (``limits``' fixed-window strategy: one counter increment per limit, nothing else), so a check
 costs a few dictionary operations in memory or one round trip per limit to Redis. Over a limit: 429
 ``rate_limited`` with ``Retry-After``; a WebSocket is accepted and closed with 4429. Every limited
@@ -25,6 +29,7 @@ from quart import Quart, Response, g, has_websocket_context, request, websocket
 
 from opentier.config import LimitsSettings
 from opentier.errors import AuthenticationError, OpenTierError, RateLimitedError
+from opentier.gateway.limits.overrides import NO_OVERRIDES, CallerOverrides, LimitOverrides
 from opentier.gateway.limits.storage import open_storage
 from opentier.gateway.origin import client_address
 from opentier.gateway.principal import Principal, authenticate, credential_from_headers
@@ -42,7 +47,12 @@ EXTRAS_KEY = "rate_limits"
 #: Seconds between two log lines about an unreachable rate-limit storage.
 STORAGE_WARNING_INTERVAL = 60.0
 
-_NOUNS = {"api_key": "this API key", "user": "this user", "address": "this client address"}
+_NOUNS = {
+    "api_key": "this API key",
+    "user": "this user",
+    "tenant": "this tenant (all its users together)",
+    "address": "this client address",
+}
 
 
 def parse_limits(value: str) -> list[RateLimitItem]:
@@ -102,36 +112,61 @@ class _Count:
 class RateLimits:
     """The rate limits of one gateway app: its items per kind and one ``limits`` storage."""
 
-    def __init__(self, settings: LimitsSettings, storage: Storage | None = None) -> None:
+    def __init__(
+        self,
+        settings: LimitsSettings,
+        storage: Storage | None = None,
+        *,
+        overrides: LimitOverrides | None = None,
+    ) -> None:
         self.items: dict[str, list[RateLimitItem]] = {
             "api_key": parse_limits(settings.per_api_key),
             "user": parse_limits(settings.per_user),
             "address": parse_limits(settings.per_address),
         }
         self.storage = storage if storage is not None else open_storage(settings.storage, "limits.storage")
+        #: Limits set by admins per tenant and per user (None: the defaults only).
+        self.overrides = overrides
         self._warned_at = -math.inf
 
     @property
     def active(self) -> bool:
-        return any(self.items.values())
+        """Whether a request may meet a limit: a default one, or one an admin may set."""
+        return any(self.items.values()) or self.overrides is not None
 
     @property
     def needs_principal(self) -> bool:
-        """Whether a limit is keyed by the caller (so its credential must be checked first)."""
+        """Whether a default limit is keyed by the caller (so its credential must be checked first)."""
         return bool(self.items["api_key"] or self.items["user"])
 
     async def hit(
-        self, *, api_key: str | None = None, user: str | None = None, address: str | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        user: str | None = None,
+        address: str | None = None,
+        tenant: str | None = None,
+        overrides: CallerOverrides = NO_OVERRIDES,
     ) -> RateDecision | None:
-        """Count one request against every limit that applies; None when none does (or the storage is
-        unreachable: the limits then let requests through, and say so in the log)."""
-        keys = {"api_key": api_key, "user": user, "address": address}
+        """Count one request against every limit that applies (the defaults, replaced or completed by
+        the caller's ``overrides``); None when none does (or the storage is unreachable: the limits then
+        let requests through, and say so in the log)."""
+        items = self.items
+        if overrides.user_requests is not None or overrides.tenant_requests:
+            items = {
+                # The user's own limit covers its keys: their requests are the user's requests.
+                "api_key": items["api_key"] if overrides.user_requests is None else [],
+                "user": items["user"] if overrides.user_requests is None else overrides.user_requests,
+                "tenant": overrides.tenant_requests or [],
+                "address": items["address"],
+            }
+        keys = {"api_key": api_key, "user": user, "tenant": tenant, "address": address}
         try:
             counts = [
                 await self._count(kind, item, ident)
                 for kind, ident in keys.items()
                 if ident is not None
-                for item in self.items[kind]
+                for item in items.get(kind, ())
             ]
             if not counts:
                 return None
@@ -180,7 +215,7 @@ def _policy(items: Iterable[RateLimitItem]) -> str:
 async def _caller(limits: RateLimits) -> Principal | None:
     """The caller when its credential is valid, else None; never refuses (the route's own
     ``require`` answers 401/403, from the same check, kept on ``g``)."""
-    if not limits.needs_principal:
+    if not limits.needs_principal and (limits.overrides is None or not await limits.overrides.tenants()):
         return None
     try:
         credential = credential_from_headers()
@@ -197,10 +232,17 @@ async def _caller(limits: RateLimits) -> Principal | None:
 async def decide(limits: RateLimits) -> RateDecision | None:
     """Count the current request or WebSocket against ``limits``."""
     principal = await _caller(limits)
+    if principal is None:
+        return await limits.hit(address=client_address() or "unknown")
+    overrides = NO_OVERRIDES
+    if limits.overrides is not None:
+        overrides = await limits.overrides.for_caller(principal.tenant_id, principal.user_id)
     return await limits.hit(
-        api_key=principal.api_key_id if principal is not None else None,
-        user=principal.user_id if principal is not None else None,
+        api_key=principal.api_key_id,
+        user=principal.user_id,
+        tenant=principal.tenant_id,
         address=client_address() or "unknown",
+        overrides=overrides,
     )
 
 

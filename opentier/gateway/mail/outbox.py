@@ -20,6 +20,9 @@ from opentier.gateway.mail.transport import Transport, transport_for
 
 log = logging.getLogger("opentier.gateway.mail")
 
+#: Key of the app's :class:`Outbox` in ``gateway_state().extras`` while the app serves.
+EXTRAS_KEY = "mail_outbox"
+
 
 class Outbox:
     """Composes mails from templates and delivers them in the background through ``transport``."""
@@ -120,3 +123,15 @@ class Outbox:
         if late:
             log.error("mail outbox closed with %d mails or jobs unfinished; they are dropped", len(late))
             await asyncio.wait(late)
+
+
+def serving_outbox() -> Outbox:
+    """The outbox of the app serving the current request; an error when mail is not installed."""
+    from opentier.gateway.state import gateway_state
+
+    state = gateway_state()
+    found = state.extras.get(EXTRAS_KEY)
+    if not isinstance(found, Outbox):
+        state.require_identity()  # the not-serving error, when that is the reason
+        raise RuntimeError("the mail outbox is not installed on this app")
+    return found

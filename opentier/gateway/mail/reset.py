@@ -96,6 +96,8 @@ class PasswordResets:
             user = found.user
             user.password_hash = password_hash
             user.updated_at = now
+            if user.email_verified_at is None:
+                user.email_verified_at = now  # the link reached the address: it is the user's
             await tokens.spend_all(session, user.id, tokens.PASSWORD_RESET)
             await revoke_sessions(session, user.id, "password_reset")
             audit.record(

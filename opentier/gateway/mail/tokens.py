@@ -1,11 +1,13 @@
 """Single-use, short-lived tokens for mail links, stored by their SHA-256 digest (table
-``gateway.mail_tokens``), one ``purpose`` per flow so a reset token never passes for an invitation."""
+``gateway.mail_tokens``), one ``purpose`` per flow (``password_reset``, ``invitation``,
+``email_verification``) so a reset token never passes for an invitation."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +16,8 @@ from opentier.db.models.gateway import MailToken, Tenant, User
 from opentier.gateway.identity.digests import digest, random_secret
 
 PASSWORD_RESET = "password_reset"
+INVITATION = "invitation"
+EMAIL_VERIFICATION = "email_verification"
 #: Every mail token starts so, which tells it from the other secrets of the gateway.
 TOKEN_PREFIX = "otm_"
 
@@ -37,6 +41,11 @@ class FoundToken:
 
 async def issue(session: AsyncSession, user: User, purpose: str, ttl_seconds: int) -> str:
     """A new token of ``purpose`` for ``user``; only its digest is stored."""
+    return await issue_until(session, user, purpose, datetime.now(UTC) + timedelta(seconds=ttl_seconds))
+
+
+async def issue_until(session: AsyncSession, user: User, purpose: str, expires_at: datetime) -> str:
+    """A new token of ``purpose`` for ``user`` that works until ``expires_at``; only its digest is stored."""
     token = TOKEN_PREFIX + random_secret()
     session.add(
         MailToken(
@@ -44,7 +53,7 @@ async def issue(session: AsyncSession, user: User, purpose: str, ttl_seconds: in
             user_id=user.id,
             purpose=purpose,
             token_hash=digest(token),
-            expires_at=datetime.now(UTC) + timedelta(seconds=ttl_seconds),
+            expires_at=expires_at,
         )
     )
     await session.flush()
@@ -85,3 +94,18 @@ async def spend_all(session: AsyncSession, user_id: uuid.UUID, purpose: str) -> 
         .where(MailToken.user_id == user_id, MailToken.purpose == purpose, MailToken.used_at.is_(None))
         .values(used_at=sa.func.now())
     )
+
+
+def link(public_url: str, page: str, token: str) -> str:
+    """The link of a mail: ``<public_url>/<page>?token=<token>`` (the gateway serves these pages)."""
+    return f"{public_url.rstrip('/')}/{page}?{urlencode({'token': token})}"
+
+
+def lifetime(seconds: int) -> str:
+    """A link's lifetime in words for a mail: ``7 days``, ``48 hours``, ``30 minutes``."""
+    for unit, size in (("day", 86400), ("hour", 3600)):
+        if (seconds >= size * 2 and seconds % size == 0) or seconds >= size * 3:
+            count = seconds // size
+            return f"{count} {unit}s"
+    minutes = max(1, seconds // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"

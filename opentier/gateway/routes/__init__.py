@@ -16,7 +16,7 @@ from quart import Quart
 
 from opentier.gateway import observability
 from opentier.gateway.host import HostClient
-from opentier.gateway.limits import bodies, quotas, rates
+from opentier.gateway.limits import bodies, overrides, quotas, rates
 from opentier.gateway.observability.grpc_tracing import tracing_interceptors
 from opentier.gateway.routes import collections, conversations, documents, health, jobs, search, usage
 from opentier.gateway.routes.context import HOST_CLIENT_KEY
@@ -75,10 +75,12 @@ def register(app: Quart) -> None:
         await client.close(settings.gateway.shutdown_grace_seconds)
 
     bodies.install(app, settings.gateway)
-    limits = rates.RateLimits(settings.limits)
+    limit_overrides = overrides.LimitOverrides(settings.limits.overrides_cache_seconds, lambda: state.engine)
+    state.extras[overrides.EXTRAS_KEY] = limit_overrides
+    limits = rates.RateLimits(settings.limits, overrides=limit_overrides)
     state.extras[rates.EXTRAS_KEY] = limits
     rates.install(app, limits)
-    token_quotas = quotas.TokenQuotas(settings.limits)
+    token_quotas = quotas.TokenQuotas(settings.limits, overrides=limit_overrides)
     state.extras[quotas.EXTRAS_KEY] = token_quotas
 
     # While-serving, not before/after-serving: Quart runs it after every before_serving function (the

@@ -123,7 +123,11 @@ async def me() -> MeResponse:
 @validate_response(TokenResponse, 201)
 @documented_errors(400, 403, 409)
 async def signup(data: SignupRequest) -> tuple[TokenResponse, int]:
-    """Create an account (a member) and sign in; refused unless `auth.signup` is `open`."""
+    """Create an account (a member) and sign in; refused unless `auth.signup` is `open`. A link to verify
+    the address is mailed (docs/email.md)."""
+    from opentier.gateway.routes.email_verification import verifications
+
     identity = gateway_state().require_identity()
     pair = await identity.signup(data.tenant, data.email, data.password, data.display_name, request_origin())
+    verifications().after_signup(pair.user.id)
     return token_response(pair), 201

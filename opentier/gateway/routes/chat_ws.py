@@ -33,6 +33,7 @@ from opentier.errors import (
     RateLimitedError,
 )
 from opentier.gateway.chat.events import TurnEvent, error_event
+from opentier.gateway.chat.revocation import TENANT_ENDINGS
 from opentier.gateway.chat.start import ChatStartRequest
 from opentier.gateway.chat.turn import ChatTurn
 from opentier.gateway.host import HostClient
@@ -380,6 +381,14 @@ class ChatConnection:
         except Exception:
             log.exception("chat turn failed in the gateway")
             await self.put(error_event("internal", "the turn failed inside the gateway"))
+        if turn.ending is not None:
+            # The connection's credential no longer works: close once the turn's last events are out,
+            # with the code a new connection would get (docs/admin-users.md).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_SECONDS):
+                    await self.queue.join()
+            forbidden = turn.ending.code in TENANT_ENDINGS
+            self.end(CLOSE_FORBIDDEN if forbidden else CLOSE_UNAUTHENTICATED, turn.ending.code)
 
     def _slow_consumer(self) -> None:
         self.end(

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 
+from opentier.gateway.chat.revocation import end_key_streams
 from opentier.gateway.errors import documented_errors
 from opentier.gateway.identity.api_models import ApiKeyOut, NewApiKeyOut, Scope
 from opentier.gateway.origin import request_origin
@@ -49,6 +50,9 @@ async def _create(owner_id: str, data: CreateKeyRequest) -> tuple[NewApiKeyOut, 
         )
     )
     listed = ApiKeyOut.of(new.row)
+    from opentier.gateway.mail.notices import notify_key_created  # mails the owner (docs/email.md)
+
+    notify_key_created(current_principal(), new.row, request_origin())
     return NewApiKeyOut(**listed.model_dump(), key=new.secret), 201
 
 
@@ -63,6 +67,7 @@ async def _revoke(owner_id: str, key_id: str) -> ApiKeyOut:
         .require_identity()
         .keys.revoke(current_principal(), owner_id, key_id, request_origin())
     )
+    end_key_streams(str(key.id))
     return ApiKeyOut.of(key)
 
 

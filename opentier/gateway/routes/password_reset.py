@@ -1,7 +1,7 @@
 """/v1/auth/password-reset: ask for a reset link by mail, then set a new password with its token.
 
-The outbox and the reset flow of the app start while it serves (after the database opens) and close
-before the database does, waiting briefly for mails still being sent. See docs/email.md.
+The outbox, the reset flow and the mail notices (docs/email.md) of the app start while it serves (after
+the database opens) and close before the database does, waiting briefly for mails still being sent.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 
 from opentier.gateway.errors import documented_errors, documented_no_content
-from opentier.gateway.mail.outbox import Outbox
+from opentier.gateway.mail import notices
+from opentier.gateway.mail.outbox import EXTRAS_KEY, Outbox
 from opentier.gateway.mail.reset import PasswordResets
 from opentier.gateway.origin import request_origin
 from opentier.gateway.state import gateway_state
@@ -23,7 +24,7 @@ log = logging.getLogger("opentier.gateway.mail")
 
 blueprint = Blueprint("password_reset", __name__, url_prefix="/v1/auth/password-reset")
 
-OUTBOX_KEY = "mail_outbox"
+OUTBOX_KEY = EXTRAS_KEY
 RESETS_KEY = "password_resets"
 ACCEPTED = "if this address belongs to an account, a reset link is on its way"
 
@@ -41,7 +42,9 @@ async def _mail() -> AsyncGenerator[None, None]:
     outbox = Outbox(settings.mail)
     state.extras[OUTBOX_KEY] = outbox
     state.extras[RESETS_KEY] = PasswordResets(state.require_identity(), outbox, settings.auth.default_tenant)
+    notices.install(state, notices.Notices(state.require_identity(), outbox))
     yield
+    notices.uninstall(state)
     await outbox.close(settings.gateway.shutdown_grace_seconds)
     del state.extras[RESETS_KEY]
 
