@@ -12,6 +12,7 @@ they next check their caller against the database (``streaming.revalidate_second
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,10 +76,27 @@ class OpenStream:
 
 
 class OpenStreams:
-    """The turns running in this gateway process."""
+    """The turns running in this gateway process, and when each caller was last found live in the
+    database (so that turns in quick succession on one WebSocket do not each ask again)."""
+
+    #: Callers remembered as live at most; beyond, the oldest half is forgotten.
+    MAX_REMEMBERED = 10_000
 
     def __init__(self) -> None:
         self._streams: set[OpenStream] = set()
+        self._live: dict[Principal, float] = {}
+
+    def seen_live(self, principal: Principal) -> None:
+        """Remember that ``principal`` was just found live in the database."""
+        if len(self._live) >= self.MAX_REMEMBERED:
+            for known in sorted(self._live, key=self._live.__getitem__)[: self.MAX_REMEMBERED // 2]:
+                del self._live[known]
+        self._live[principal] = time.monotonic()
+
+    def live_within(self, principal: Principal, seconds: float) -> bool:
+        """Whether ``principal`` was found live less than ``seconds`` ago (and not ended since)."""
+        seen = self._live.get(principal)
+        return seen is not None and time.monotonic() - seen < seconds
 
     def __len__(self) -> int:
         return len(self._streams)
@@ -112,6 +130,8 @@ class OpenStreams:
         given = {name: str(value) for name, value in wanted.items() if value is not None}
         if not given:
             raise ValueError("say whose streams to end: a tenant, user, session or API key id")
+        for principal in [p for p in self._live if all(getattr(p, n) == v for n, v in given.items())]:
+            del self._live[principal]
         ended = 0
         for stream in list(self._streams):
             if stream.ending is None and all(

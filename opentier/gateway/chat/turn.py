@@ -21,8 +21,10 @@ values. Its contract, which every transport relies on:
   next check counts them at once; the ledger writer stores them shortly after), so ``usage`` and
   ``done`` are relayed without waiting on the database.
 - Taken-away access (docs/admin-users.md): the turn checks its caller against the database
-  (:func:`~opentier.gateway.identity.liveness.check_live`) before it starts — a credential that no
-  longer works (a WebSocket opened before) is refused like a request, ``AuthenticationError`` or
+  (:func:`~opentier.gateway.identity.liveness.check_live`) before it starts, unless that was confirmed
+  moments ago (by the HTTP request that made the turn, or within ``streaming.revalidate_seconds`` on
+  the same WebSocket) — a credential that no longer works (a WebSocket opened before) is refused like a
+  request, ``AuthenticationError`` or
   ``PermissionDeniedError``, with :attr:`ChatTurn.ending` set — and then every
   ``streaming.revalidate_seconds``, for what other gateways changed; while it runs it is also tracked in
   the app's :class:`~opentier.gateway.chat.revocation.OpenStreams`, where this gateway's admin
@@ -40,7 +42,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
-from quart import has_app_context
+from quart import has_app_context, has_request_context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.errors import HostUnavailableError, OpenTierError
@@ -98,6 +100,9 @@ class ChatTurn:
         )
         #: Why the caller's access ended this turn, once it did.
         self.ending: Ending | None = None
+        # Made while serving an HTTP request (SSE, OpenAI-compatible): its credential was checked
+        # against the database moments ago, so the turn need not check it again before starting.
+        self._credential_fresh = has_request_context()
         #: Longest the turn may stream (default ``streaming.turn_deadline_seconds``).
         self.deadline_seconds = (
             client.settings.streaming.turn_deadline_seconds if deadline_seconds is None else deadline_seconds
@@ -149,7 +154,7 @@ class ChatTurn:
                     yield event
 
     async def _tracked_events(self) -> AsyncGenerator[TurnEvent, None]:
-        ending = await self._check()
+        ending = None if self._recently_checked() else await self._check()
         if ending is not None:
             self.ending = ending
             raise refusal(ending)
@@ -218,16 +223,27 @@ class ChatTurn:
                 if event.terminal:
                     return
 
+    def _recently_checked(self) -> bool:
+        """Whether the caller's access was confirmed moments ago: by the HTTP request that made this
+        turn, or (a WebSocket's turns in quick succession) by a check less than
+        ``revalidate_seconds`` ago; this gateway's own admin operations forget such confirmations."""
+        if self._credential_fresh:
+            return True
+        return self.streams is not None and self.streams.live_within(self.principal, self.revalidate_seconds)
+
     async def _check(self) -> Ending | None:
         """Why the caller may no longer stream, by the database; None when it may (or when the
         database cannot say: the next check decides)."""
         if self.liveness is None:
             return None
         try:
-            return await self.liveness(self.principal)
+            found = await self.liveness(self.principal)
         except Exception:
             log.warning("chat turn %s: its caller could not be re-checked", self.message_id, exc_info=True)
             return None
+        if found is None and self.streams is not None:
+            self.streams.seen_live(self.principal)
+        return found
 
     async def _watch(self) -> None:
         """End the turn when its caller's access goes: at once when this gateway's registry says so,
