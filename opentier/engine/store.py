@@ -166,6 +166,12 @@ async def write_many(
     if chunk_rows:
         # One statement for the whole batch (not executemany, which is a statement per row): the
         # statement-level triggers that keep the BM25 statistics (migration 0005) then run once.
+        # Every vector in one flat real[], sent in binary (no text to format here nor to parse in
+        # PostgreSQL); each row takes its slice [start, start + dims).
+        embeddings: list[float] = []
+        for row, vector in zip(chunk_rows, (v for _v, _c, vs in entries for v in vs), strict=True):
+            row["start"] = len(embeddings) + 1
+            embeddings.extend(vector)
         columns = {name: [row[name] for row in chunk_rows] for name in _CHUNK_COLUMNS}
         await conn.execute(
             _INSERT_CHUNKS,
@@ -173,6 +179,7 @@ async def write_many(
                 "tenant_id": first.tenant_id,
                 "collection_id": first.collection_id,
                 "language": language,
+                "embeddings": embeddings,
                 **columns,
             },
         )
@@ -190,7 +197,7 @@ _CHUNK_COLUMNS = (
     "char_end",
     "metadata",
     "tsv_text",
-    "embedding",
+    "start",
     "dims",
 )
 
@@ -202,13 +209,13 @@ _INSERT_CHUNKS = sa.text(
     SELECT :tenant_id, :collection_id, u.document_id, u.ordinal, u.text, u.token_count,
         ARRAY(SELECT jsonb_array_elements_text(CAST(u.heading_path AS jsonb))), u.page, u.char_start,
         u.char_end, CAST(u.metadata AS jsonb), to_tsvector(CAST(:language AS regconfig), u.tsv_text),
-        CAST(u.embedding AS vector), u.dims
+        CAST((CAST(:embeddings AS real[]))[u.start : u.start + u.dims - 1] AS vector), u.dims
     FROM unnest(CAST(:document_id AS uuid[]), CAST(:ordinal AS integer[]), CAST(:text AS text[]),
         CAST(:token_count AS integer[]), CAST(:heading_path AS text[]), CAST(:page AS integer[]),
         CAST(:char_start AS integer[]), CAST(:char_end AS integer[]), CAST(:metadata AS text[]),
-        CAST(:tsv_text AS text[]), CAST(:embedding AS text[]), CAST(:dims AS smallint[]))
+        CAST(:tsv_text AS text[]), CAST(:start AS integer[]), CAST(:dims AS smallint[]))
         AS u(document_id, ordinal, text, token_count, heading_path, page, char_start, char_end, metadata,
-             tsv_text, embedding, dims)
+             tsv_text, start, dims)
     """
 )
 
@@ -237,7 +244,6 @@ def _chunk_rows(
                 else metadata
             ),
             "tsv_text": chunk.embed_text,
-            "embedding": _vector_literal(vector),
             "dims": len(vector),
         }
         for chunk, vector in zip(chunks, vectors, strict=True)
@@ -329,7 +335,3 @@ async def near_duplicate(
         )
     ).one_or_none()
     return None if row is None else str(row[0])
-
-
-def _vector_literal(vector: Sequence[float]) -> str:
-    return "[" + ",".join(f"{value:.7g}" for value in vector) + "]"
