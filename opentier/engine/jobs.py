@@ -49,6 +49,9 @@ CANCEL_CHECK_SECONDS = 0.5
 INSERT_BATCH = 500
 #: Payloads up to this size are read together when a batch is claimed.
 PREFETCH_BYTES = 256 * 1024
+#: Items in the first batch claimed from a job that has not started: small, so the embedder gets its
+#: first texts at once instead of after a whole batch was loaded, cleaned and chunked.
+FIRST_BATCH_ITEMS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,19 +741,20 @@ _FIRST_OF_ITS_SOURCE = (
 
 
 async def _claim(conn: AsyncConnection, limit: int) -> list[WorkItem]:
-    """Lock up to ``limit`` pending items of the oldest job with work nobody holds.
+    """Lock up to ``limit`` pending items of the oldest job with work nobody holds (at most
+    :data:`FIRST_BATCH_ITEMS` of a job not started yet, so that its embedding begins at once).
 
     Active jobs are few, so they are tried oldest first, one indexed query each; ordering every
     pending item of every job instead costs a sort of all of them at each claim.
     """
     jobs = await conn.execute(
         sa.text(
-            f"SELECT j.id FROM {JOBS} j WHERE j.status IN ('queued', 'running') AND EXISTS "
+            f"SELECT j.id, j.status FROM {JOBS} j WHERE j.status IN ('queued', 'running') AND EXISTS "
             f"(SELECT 1 FROM {ITEMS} i WHERE i.job_id = j.id AND i.status = 'pending') "
             "ORDER BY j.created_at, j.id"
         )
     )
-    for (job_id,) in jobs.all():
+    for job_id, status in jobs.all():
         rows = (
             await conn.execute(
                 sa.text(
@@ -758,7 +762,7 @@ async def _claim(conn: AsyncConnection, limit: int) -> list[WorkItem]:
                     f"WHERE job_id = :job AND status = 'pending' AND {_FIRST_OF_ITS_SOURCE} "
                     "ORDER BY ordinal LIMIT :limit FOR UPDATE SKIP LOCKED"
                 ),
-                {"job": job_id, "limit": limit},
+                {"job": job_id, "limit": min(limit, FIRST_BATCH_ITEMS) if status == "queued" else limit},
             )
         ).all()
         if rows:

@@ -168,11 +168,38 @@ class BatchProcessor:
         return outcomes
 
     async def _flush(self, pending: list[_Pending]) -> None:
-        """Embed and store the documents prepared so far."""
+        """Embed and store the documents prepared so far (near-duplicates first marked or dropped)."""
+        pending = await self._near_duplicates(pending)
         vectors = await self._embed(pending)
         if not await self._store_all(pending, vectors):
             for entry, entry_vectors in zip(pending, vectors, strict=True):
                 await self._store(entry, entry_vectors)
+
+    async def _near_duplicates(self, pending: list[_Pending]) -> list[_Pending]:
+        """Look up the near-duplicates of the prepared documents among the collection's ready ones, in
+        one query: with ``near_duplicates = "report"`` each keeps ``near_duplicate_of`` in its metadata,
+        with ``"skip"`` it is dropped. (The content hash was taken before: the mark does not change it.)"""
+        mode = self.context.settings.near_duplicates
+        if mode == "off" or not pending:
+            return pending
+        twins = await store.near_duplicates(
+            self.conn,
+            self.context.collection.id,
+            [(entry.version.source, entry.version.simhash) for entry in pending],
+        )
+        if not twins:
+            return pending
+        kept = []
+        for entry in pending:
+            twin = twins.get(entry.version.source)
+            if twin is None:
+                kept.append(entry)
+            elif mode == "skip":
+                await self._drop(entry.item, entry.outcome, entry.version.source, f"near-duplicate of {twin}")
+            else:
+                entry.version.metadata["near_duplicate_of"] = twin
+                kept.append(entry)
+        return kept
 
     # -- load, clean, chunk ---------------------------------------------------------------------
 
@@ -291,13 +318,6 @@ class BatchProcessor:
             outcome.document_id = known.id
             self.emit(Progress(ctx.job_id, name, "done", "unchanged", known.id))
             return None
-        if ctx.settings.near_duplicates != "off":
-            twin = await store.near_duplicate(self.conn, ctx.collection.id, name, fingerprint)
-            if twin is not None:
-                if ctx.settings.near_duplicates == "skip":
-                    await self._drop(item, outcome, name, f"near-duplicate of {twin}")
-                    return None
-                document.metadata["near_duplicate_of"] = twin
         self.emit(Progress(ctx.job_id, name, "chunking", "in_progress"))
         try:
             chunks = await asyncio.to_thread(ctx.chunker.chunk, document)

@@ -305,33 +305,40 @@ async def delete_source(conn: AsyncConnection, collection_id: uuid.UUID, source:
     return -1 if row is None else int(row[0] or 0)
 
 
-async def near_duplicate(
-    conn: AsyncConnection, collection_id: uuid.UUID, source: str, simhash: int
-) -> str | None:
-    """The source of a ready document in the collection whose SimHash is within a few bits.
+async def near_duplicates(
+    conn: AsyncConnection, collection_id: uuid.UUID, probes: Sequence[tuple[str, int]]
+) -> dict[str, str]:
+    """For each (source, SimHash) of ``probes``, the source of the oldest ready document of the
+    collection, other than itself, whose SimHash is within :data:`NEAR_DUPLICATE_BITS` bits; sources
+    without one are left out. One statement for a whole batch.
 
     Hashes within :data:`NEAR_DUPLICATE_BITS` (< :data:`SIMHASH_BANDS`) bits agree exactly on at least
     one 16-bit band, so the indexed band lookups find every candidate.
     """
-    bands = " OR ".join(f"{simhash_band(band)} = :band{band}" for band in range(SIMHASH_BANDS))
-    row = (
-        await conn.execute(
-            sa.text(
-                f"""
-                SELECT source FROM {DOCUMENTS}
-                WHERE collection_id = :collection AND simhash IS NOT NULL AND ({bands})
-                  AND source <> :source AND status = 'ready'
-                  AND bit_count(CAST(simhash # :simhash AS bit(64))) <= :bits
-                ORDER BY created_at LIMIT 1
-                """
-            ),
-            {
-                "collection": collection_id,
-                "source": source,
-                "simhash": simhash,
-                "bits": NEAR_DUPLICATE_BITS,
-                **{f"band{band}": (simhash >> (16 * band)) & 0xFFFF for band in range(SIMHASH_BANDS)},
-            },
-        )
-    ).one_or_none()
-    return None if row is None else str(row[0])
+    if not probes:
+        return {}
+    bands = " OR ".join(
+        f"{simhash_band(band)} = ((q.probe >> {16 * band}) & 65535)" for band in range(SIMHASH_BANDS)
+    )
+    rows = await conn.execute(
+        sa.text(
+            f"""
+            SELECT q.source, twin.source
+            FROM unnest(CAST(:sources AS text[]), CAST(:probes AS bigint[])) AS q(source, probe)
+            CROSS JOIN LATERAL (
+                SELECT d.source FROM {DOCUMENTS} d
+                WHERE d.collection_id = :collection AND d.simhash IS NOT NULL AND ({bands})
+                  AND d.source <> q.source AND d.status = 'ready'
+                  AND bit_count(CAST(d.simhash # q.probe AS bit(64))) <= :bits
+                ORDER BY d.created_at LIMIT 1
+            ) AS twin
+            """
+        ),
+        {
+            "collection": collection_id,
+            "sources": [source for source, _hash in probes],
+            "probes": [simhash for _source, simhash in probes],
+            "bits": NEAR_DUPLICATE_BITS,
+        },
+    )
+    return {str(source): str(twin) for source, twin in rows}
