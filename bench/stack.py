@@ -53,7 +53,8 @@ from opentier.components import LLM, LLMEvent, LLMRequest, TextDelta, Usage
 
 #: The plugins the benchmark host loads (the defaults of ingestion, retrieval and chat).
 PLUGINS = (
-    "text", "basic-cleaners", "layout-cleaners", "minilm", "vector", "fulltext", "hybrid", "extractive",
+    "text", "records", "basic-cleaners", "layout-cleaners", "minilm", "vector", "fulltext", "hybrid",
+    "extractive",
 )  # fmt: skip
 ADMIN_EMAIL = "admin@bench.example.org"
 TENANT = "bench"

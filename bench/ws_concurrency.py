@@ -4,6 +4,7 @@
                                              [--client-processes 2] [--connect-concurrency 100]
                                              [--no-retrieval] [--compression deflate|none]
                                              [--set SECTION.KEY=VALUE ...] [--documents 12]
+                                             [--ingest-while 200]
 
 The real stack on loopback (bench/stack.py): the embedded PostgreSQL in a scratch folder under /tmp (or
 the server of OPENTIER_BENCH_DATABASE_URL), ``opentier host serve`` and ``opentier gateway serve`` as
@@ -19,6 +20,9 @@ process only watches): each opens its share of the N WebSockets to ``/v1/chat/ws
 do unless ``--compression none``) and waits for ``hello`` on each; once every stream of every process
 is open, all of them send ``start`` at once and read their turn to ``done``. Meanwhile this process
 samples the gateway's and the host's RSS (psutil, every 50 ms) and reads the CPU time each part used.
+With ``--ingest-while D`` (default 200; 0: none), the moment the turns start this process also uploads
+D generated documents (one JSON Lines file, one job) into a fresh collection through the REST API and
+waits for the job: ingestion competing with the chat streams for the same host, database and cores.
 
 Printed per N: streams done with status complete; errors by kind (``connect:<reason>``, ``close:<code>``
 for a connection closed before ``done``, ``error:<code>`` for an error event, ``status:<status>`` for
@@ -27,7 +31,8 @@ another end, ``timeout`` when ``--timeout`` seconds passed first); p50 of the co
 tokens/s (the host's ``usage.output_tokens`` of the complete streams over the time from the starts to
 the last ``done``); the gateway's and the host's RSS before the round and at its peak; the CPU seconds
 of gateway, host, PostgreSQL and client processes in the round (which shows what was busy), and the
-gateway's CPU per stream, opening and in the turn. Goal: 1,000 streams, zero errors. The machine may
+gateway's CPU per stream, opening and in the turn; and the ingestion's outcome and duration.
+Goal: 1,000 streams, zero errors, the ingestion succeeded. The machine may
 be shared: figures are noisy. ``OPENTIER_BENCH_KEEP=1`` keeps the host's and the gateway's logs.
 """
 
@@ -45,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psutil
 import uvloop
 from websockets.asyncio.client import ClientConnection, connect
@@ -249,9 +255,52 @@ class Round:
     rss_before: dict[str, float]
     rss_peak: dict[str, float]
     cpu: dict[str, float]
+    ingestion: dict[str, Any] | None = None
 
     def errors(self) -> Counter[str]:
         return Counter(r["error"] for r in self.records if r["error"])
+
+
+async def ingest_during(stack: Stack, account: Account, documents: int, seed: int) -> dict[str, Any]:
+    """Upload ``documents`` generated texts as one JSON Lines file into a new collection and wait for
+    the job; what happened and how long it took."""
+    texts = corpus(documents, seed=seed).documents
+    body = "".join(json.dumps({"id": name, "title": name, "text": text}) + "\n" for name, text in texts)
+    began = time.perf_counter()
+    async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=60, headers=account.headers) as client:
+        try:
+            made = await client.post("/v1/collections", json={"name": f"load-{seed}-{time.time_ns()}"})
+            made.raise_for_status()
+            accepted = await client.post(
+                f"/v1/collections/{made.json()['id']}/documents",
+                files={"file": ("load.jsonl", body.encode(), "application/jsonl")},
+            )
+            accepted.raise_for_status()
+            job_id = accepted.json()["job"]["id"]
+            while True:
+                job = (await client.get(f"/v1/jobs/{job_id}")).json()
+                if job.get("finished"):
+                    break
+                if time.perf_counter() - began > 600:
+                    seconds = time.perf_counter() - began
+                    return {"status": "timeout", "seconds": seconds, "documents": documents}
+                await asyncio.sleep(0.2)
+            counts = job.get("counts", {})
+            if counts.get("failed"):
+                failed = await client.get(
+                    f"/v1/collections/{made.json()['id']}/documents", params={"status": "failed"}
+                )
+                print(f"ingestion failures: {failed.text[:800]}", flush=True)
+        except httpx.HTTPError as err:
+            return {"status": f"error: {err}", "seconds": time.perf_counter() - began, "documents": documents}
+    return {
+        "status": job.get("status"),
+        "seconds": time.perf_counter() - began,
+        "documents": documents,
+        "created": counts.get("created", 0),
+        "failed": counts.get("failed", 0),
+        "chunks": counts.get("chunks_written", 0),
+    }
 
 
 async def one_round(
@@ -300,6 +349,11 @@ async def one_round(
             assert process.stdin is not None
             process.stdin.write(b"go\n")
             await process.stdin.drain()
+        ingesting = (
+            asyncio.create_task(ingest_during(stack, account, args.ingest_while, seed=count))
+            if args.ingest_while
+            else None
+        )
         records: list[dict[str, Any]] = []
         client_cpu = 0.0
         async with asyncio.timeout(args.timeout + 60):
@@ -311,6 +365,7 @@ async def one_round(
                 answer = json.loads(line)
                 records += answer["streams"]
                 client_cpu += answer["cpu"]
+        ingestion = await ingesting if ingesting is not None else None
         cpu_ended = cpu_seconds(stack.processes())
         cpu = cpu_used(cpu_start, cpu_ended)
         cpu["clients"] = client_cpu
@@ -323,7 +378,7 @@ async def one_round(
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
             await process.wait()
-    return Round(count, records, opened, started_at, watch.before, watch.peak, cpu)
+    return Round(count, records, opened, started_at, watch.before, watch.peak, cpu, ingestion)
 
 
 HEADER = (
@@ -362,6 +417,15 @@ def print_round(result: Round) -> None:
         f"opening, {result.cpu['gateway turns'] * per_stream:.1f} ms in the turn",
         flush=True,
     )
+    if result.ingestion is not None:
+        done = result.ingestion
+        rate = done["documents"] / done["seconds"] if done["seconds"] else float("nan")
+        print(
+            f"{'':>7} ingestion while chatting: {done['documents']} documents, job {done['status']}, "
+            f"{done.get('created', 0)} created, {done.get('failed', 0)} failed, {done.get('chunks', 0)} "
+            f"chunks in {done['seconds']:.1f} s ({rate:.1f} docs/s)",
+            flush=True,
+        )
 
 
 async def watch_rounds(
@@ -373,14 +437,15 @@ async def watch_rounds(
     for count in args.streams:
         result = await one_round(stack, account, count, args, questions)
         print_round(result)
-        met = met or (count >= GOAL_STREAMS and not result.errors())
+        ingested = result.ingestion is None or result.ingestion["status"] == "succeeded"
+        met = met or (count >= GOAL_STREAMS and not result.errors() and ingested)
         for name in ("gateway", "host"):
             process = getattr(stack, name)
             if process is not None and process.poll() is not None:
                 print(f"the {name} exited with {process.returncode}:\n{stack.log_tail(name)}")
                 return
         await asyncio.sleep(2)
-    print(f"\ngoal: {GOAL_STREAMS} streams, zero errors: {'met' if met else 'NOT met'}")
+    print(f"\ngoal: {GOAL_STREAMS} streams, zero errors, ingestion done: {'met' if met else 'NOT met'}")
 
 
 def setting(value: str) -> tuple[str, str]:
@@ -420,6 +485,13 @@ def main() -> None:
         help="permessage-deflate offered by the clients (as browsers do), or not",
     )
     parser.add_argument("--documents", type=int, default=12, help="generated documents to ingest")
+    parser.add_argument(
+        "--ingest-while",
+        type=int,
+        default=200,
+        metavar="D",
+        help="documents ingested (one job) while each round's turns run; 0: none",
+    )
     parser.add_argument(
         "--set",
         type=setting,
