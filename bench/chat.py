@@ -45,6 +45,7 @@ from opentier.components import LLM, ComponentKind, LLMEvent, LLMRequest, Search
 from opentier.config import ChatSettings, HostSettings, IngestionSettings, RetrievalSettings, Settings
 from opentier.db.embedded import EmbeddedPostgres
 from opentier.db.migrate import migrate
+from opentier.db.tenancy import enter_tenant
 from opentier.engine.chat import Owner, TurnRequest
 from opentier.engine.chat.events import Token
 from opentier.engine.chat.prompt import build_prompt
@@ -209,6 +210,7 @@ async def run(args: argparse.Namespace, url: str, data_dir: Path) -> None:
     runtime = HostRuntime(settings, registry)
     server = HostServer(settings, plugins, TOKEN, runtime=runtime)
     await server.start()
+    enter_tenant(TENANT)  # the runtime is called directly, not through a gRPC call that would set it
     try:
         collection = await runtime.collections.create(TENANT, f"bench-{uuid.uuid4().hex[:8]}")
         job = await runtime.ingestion.create_job(

@@ -18,6 +18,7 @@ from opentier.config import Settings
 from opentier.db.embedded import EmbeddedPostgres
 from opentier.db.engine import create_engine
 from opentier.db.migrate import migrate
+from opentier.db.tenancy import internal_scope
 from opentier.engine.datasets.beir import DEFAULT_SPLIT
 from opentier.engine.datasets.judged import JudgedCollection
 from opentier.engine.datasets.layouts import open_judged
@@ -163,9 +164,10 @@ async def _evaluate(
     plugins = load_plugins(settings)
     for failure in plugins.failures:
         err.print(f"warning: plugin {failure.name} did not load: {failure.error}")
-    engine = create_engine(settings)
+    # Row-level security binds the evaluation too: its scratch collections are the host's own work.
+    engine = create_engine(settings, tenancy=True)
     try:
-        with _Bar() as bar:
+        with _Bar() as bar, internal_scope():
             return await Evaluation(engine, plugins.registry, settings).run(
                 dataset,
                 retrievers,

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from opentier.db.tenancy import enforce_tenancy
 from opentier.db.url import database_url
 
 if TYPE_CHECKING:
@@ -14,9 +15,11 @@ if TYPE_CHECKING:
 APPLICATION_NAME = "opentier"
 
 
-def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
+def create_engine(settings: Settings, *, tenancy: bool = False, **options: Any) -> AsyncEngine:
     """An engine for the configured database: pool size and connect timeout from ``settings``.
 
+    ``tenancy``: every transaction carries the current tenant scope, which the row-level security of
+    schema ``intelligence`` enforces (see :mod:`opentier.db.tenancy`); the host's engines set it.
     ``options`` go to :func:`sqlalchemy.ext.asyncio.create_async_engine` and win over the defaults.
     The caller owns the engine and calls ``await engine.dispose()`` when done.
     """
@@ -31,4 +34,7 @@ def create_engine(settings: Settings, **options: Any) -> AsyncEngine:
             "server_settings": {"application_name": APPLICATION_NAME},
         },
     }
-    return create_async_engine(database_url(settings), **(defaults | options))
+    engine = create_async_engine(database_url(settings), **(defaults | options))
+    if tenancy:
+        enforce_tenancy(engine)
+    return engine

@@ -52,12 +52,19 @@ async def ensure_vector_index(conn: AsyncConnection, dims: int) -> bool:
     )
     if exists:
         return False
+    # Only the owner may create an index: a tenant transaction of a privileged host has taken the
+    # unprivileged role of row-level security (see opentier.db.tenancy); it leaves it for this statement.
+    role = await conn.scalar(sa.text("SELECT current_setting('role')"))
+    if role != "none":
+        await conn.execute(sa.text("SELECT set_config('role', 'none', true)"))
     await conn.execute(
         sa.text(
             f"CREATE INDEX IF NOT EXISTS {name} ON {TABLE} USING hnsw "
             f"((embedding::vector({dims})) vector_cosine_ops) WHERE embedding_dims = {dims}"
         )
     )
+    if role != "none":
+        await conn.execute(sa.text("SELECT set_config('role', :role, true)"), {"role": role})
     log.info("created HNSW index %s for %d-dimensional embeddings", name, dims)
     return True
 

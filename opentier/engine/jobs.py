@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from opentier.components import Cleaner, ComponentKind, Loader
 from opentier.config import IngestionSettings
+from opentier.db.tenancy import internal_scope, restrict
 from opentier.engine import sources
 from opentier.engine.chunker import Chunker
 from opentier.engine.collections import Collections, parse_id
@@ -198,13 +199,15 @@ class Ingestion:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        try:  # before the workers start, so that none claims the items of a dead stream's job
-            await self.sweep_interrupted_streams()
-        except Exception:
-            log.exception("sweeping interrupted streaming jobs failed; the sweeper tries again")
-        for number in range(self.settings.worker_count()):
-            self._workers.append(asyncio.create_task(self._work(number), name=f"ingest-worker-{number}"))
-        self._workers.append(asyncio.create_task(self._sweep_streams(), name="ingest-stream-sweeper"))
+        # Workers and the sweeper serve every tenant: their tasks inherit the internal scope.
+        with internal_scope():
+            try:  # before the workers start, so that none claims the items of a dead stream's job
+                await self.sweep_interrupted_streams()
+            except Exception:
+                log.exception("sweeping interrupted streaming jobs failed; the sweeper tries again")
+            for number in range(self.settings.worker_count()):
+                self._workers.append(asyncio.create_task(self._work(number), name=f"ingest-worker-{number}"))
+            self._workers.append(asyncio.create_task(self._sweep_streams(), name="ingest-stream-sweeper"))
 
     async def stop(self) -> None:
         """Stop the workers; a batch in progress rolls back and stays pending for the next start."""
@@ -431,8 +434,10 @@ class Ingestion:
         conditions = ["j.tenant_id = :tenant"]
         params: dict[str, Any] = {"tenant": tenant_id, "limit": size + 1}
         if collection_id:
+            # An unknown collection (another tenant's included) is not found, as on ListDocuments.
+            collection = await self.collections.get(tenant_id, collection_id)
             conditions.append("j.collection_id = :collection")
-            params["collection"] = parse_id(collection_id, "collection")
+            params["collection"] = collection.id
         if statuses:
             conditions.append("j.status = ANY(:statuses)")
             params["statuses"] = list(statuses)
@@ -533,6 +538,8 @@ class Ingestion:
                 await self._mark_running(job_id)
                 buffered: list[Progress] = []
                 context = await self._context(job_id)
+                # Claimed across tenants; the batch itself writes its job's tenant's rows only.
+                await restrict(conn, context.tenant_id)
 
                 def emit(event: Progress) -> None:
                     if event.status == "in_progress":

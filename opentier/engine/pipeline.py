@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -24,7 +25,7 @@ from opentier.engine import sources, store
 from opentier.engine.chunker import Chunk, Chunker
 from opentier.engine.collections import CollectionInfo
 from opentier.engine.fingerprints import content_hash, digest, simhash
-from opentier.errors import DocumentError, DocumentLoadError, OpenTierError
+from opentier.errors import DocumentError, DocumentLoadError, OpenTierError, SourceTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +259,7 @@ class BatchProcessor:
             ), fetched.data
         if item.kind == "path":
             path = details["path"]
-            data = await asyncio.to_thread(_read, path)
+            data = await asyncio.to_thread(_read, path, item.source, self.context.settings.max_upload_bytes)
             media = details.get("media_type") or sources.guess_media_type(path)
             return Source(item.source, media, data=data, metadata=metadata, options=options), data
         data = await self.payload(item.id) or b""
@@ -469,9 +470,22 @@ class BatchProcessor:
         self.emit(Progress(self.context.job_id, source, "clean", "dropped", document_id, "dropped", reason))
 
 
-def _read(path: str) -> bytes:
+def _read(path: str, name: str, limit: int) -> bytes:
+    """A file on the host, whole; one over ``limit`` (ingestion.max_upload_bytes, as for an upload) is
+    refused unread, so that no file of a folder can exhaust the host's memory."""
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            size = os.fstat(handle.fileno()).st_size
+            if size > limit:
+                raise SourceTooLargeError(
+                    f"{name} has {size} bytes, more than this host reads "
+                    f"(ingestion.max_upload_bytes = {limit})"
+                )
+            data = handle.read(limit + 1)
     except OSError as err:
         raise DocumentLoadError(f"cannot read {path}: {err.strerror}") from None
+    if len(data) > limit:  # it grew while it was read
+        raise SourceTooLargeError(
+            f"{name} has more than {limit} bytes, more than this host reads (ingestion.max_upload_bytes)"
+        )
+    return data

@@ -135,19 +135,40 @@ async def check_address(host: str, port: int, allow_private: bool) -> None:
     except socket.gaierror as err:
         raise DocumentLoadError(f"cannot resolve {host}: {err.strerror}") from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if (
-            address.is_private
-            or address.is_loopback
-            or address.is_link_local
-            or address.is_reserved
-            or address.is_multicast
-            or address.is_unspecified
-        ):
+        # An IPv6 address may carry its zone ("fe80::1%eth0"), which ipaddress does not read.
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if not is_public(address):
             raise SourceRefusedError(
                 f"{host} resolves to {address}, a non-public address; set "
                 f"ingestion.allow_private_urls to ingest from it"
             )
+
+
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64, RFC 6052 and RFC 8215).
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
+def is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``address`` is a public unicast address, and so is any IPv4 address it embeds
+    (IPv4-mapped ``::ffff:a.b.c.d``, 6to4 ``2002::/16``, NAT64): shared (100.64/10), benchmarking and
+    other special ranges are not public either (``is_global``)."""
+    if (
+        not address.is_global
+        or address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_reserved
+        or address.is_multicast
+        or address.is_unspecified
+    ):
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and any(address in network for network in _NAT64):
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:
+            return is_public(embedded)
+    return True
 
 
 async def fetch(url: str, settings: IngestionSettings) -> Fetched:

@@ -3,7 +3,8 @@
 The HTTP status comes from the error's stable code (:data:`STATUS_BY_CODE`), or, for a code this table
 does not know yet, from its gRPC status (:data:`STATUS_BY_GRPC`), so an error class added later still gets
 a sensible status. Unexpected exceptions become 500 ``internal`` with a generic message: the details go
-to the log with the request id, never to the client.
+to the log with the request id, never to the client; except PostgreSQL being unreachable, which is 503
+``database_error`` (:mod:`opentier.db.faults`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from quart import Quart, Response, jsonify
 from quart_schema import RequestSchemaValidationError, document_response
 from werkzeug.exceptions import HTTPException
 
+from opentier.db.faults import database_fault
 from opentier.errors import OpenTierError
 from opentier.gateway.request_id import current_request_id, new_request_id
 
@@ -215,7 +217,16 @@ def register_error_handlers(app: Quart) -> None:
         message = error.description or error.name
         return error_response(code, message, status)
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def _undecodable(error: UnicodeDecodeError) -> Response:
+        # Quart decodes a JSON or form body as UTF-8 only when the route reads it.
+        return error_response("invalid_request", "invalid request: the body is not valid UTF-8", 400)
+
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Response:
+        fault = database_fault(error)
+        if fault is not None:
+            log.warning("request failed: %s (%s)", fault.message, error.__class__.__name__)
+            return opentier_error_response(fault)
         log.exception("unexpected error while handling the request")
         return error_response("internal", "internal error; the request id identifies it in the logs", 500)

@@ -4,7 +4,9 @@ An :class:`~opentier.errors.OpenTierError` ends the call with its ``grpc_status`
 and the trailing metadata ``opentier-error-code: <code>``. Any other exception is logged with its
 traceback and becomes INTERNAL with a generic message, so no servicer leaks internals to the caller;
 except the database pool's timeout, which says the host is overloaded, not broken: it becomes
-``host_busy`` (UNAVAILABLE, retryable). Servicers therefore just raise; they need no decorator.
+``host_busy`` (UNAVAILABLE, retryable); and PostgreSQL unreachable or text it cannot store, which become
+``database_error`` (UNAVAILABLE) and ``invalid_request`` (:mod:`opentier.db.faults`). Servicers
+therefore just raise; they need no decorator.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NoReturn
 import grpc
 import grpc.aio
 
+from opentier.db.faults import database_fault
 from opentier.engine.chat.admission import pool_busy
 from opentier.errors import OpenTierError
 from opentier.generated.intelligence.v1 import common_pb2
@@ -71,7 +74,7 @@ async def abort_with(context: grpc.aio.ServicerContext, err: OpenTierError) -> N
 async def _fail(err: BaseException, context: grpc.aio.ServicerContext, method: str, request: Any) -> NoReturn:
     if isinstance(err, grpc.aio.AbortError | asyncio.CancelledError) or not isinstance(err, Exception):
         raise err
-    err = pool_busy(err) or err
+    err = pool_busy(err) or database_fault(err) or err
     if isinstance(err, OpenTierError):
         log.info("%s failed: [%s] %s", method, err.code, err.message)
         await abort_with(context, err)

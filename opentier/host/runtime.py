@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opentier.config import Settings
 from opentier.db.engine import create_engine
 from opentier.db.migrate import current_revisions, head_revisions
+from opentier.db.tenancy import internal_scope
 from opentier.db.url import database_url, display_url
 from opentier.engine.chat import Chat, Conversations
 from opentier.engine.collections import Collections
@@ -39,7 +40,7 @@ class HostRuntime:
 
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
-        self.db: AsyncEngine = create_engine(settings)
+        self.db: AsyncEngine = create_engine(settings, tenancy=True)
         self.collections = Collections(self.db, registry, settings.ingestion.embedder)
         self.ingestion = Ingestion(self.db, settings.ingestion, registry, self.collections)
         self.documents = Documents(self.db)
@@ -51,9 +52,10 @@ class HostRuntime:
     async def start(self) -> None:
         """Check that the database answers and is migrated, then start the ingestion workers."""
         await self.check_database()
-        abandoned = await self.conversations.fail_abandoned(
-            self.settings.chat.deadline_seconds + ABANDONED_MARGIN
-        )
+        with internal_scope():  # the answers of every tenant
+            abandoned = await self.conversations.fail_abandoned(
+                self.settings.chat.deadline_seconds + ABANDONED_MARGIN
+            )
         if abandoned:
             log.warning("chat: %d answers left unfinished by a stopped host marked failed", abandoned)
         await self.ingestion.start()

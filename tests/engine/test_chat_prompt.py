@@ -44,9 +44,10 @@ def test_sources_are_numbered_rendered_and_passed_to_the_model() -> None:
     assert request.system == DEFAULT_SYSTEM_PROMPT and request.temperature == 0.3
     assert request.max_output_tokens == 256
     content = request.messages[-1].content
-    assert (
-        content.startswith("Sources:\n\n[1] Title 1, page 1\nw1x0") and "\n\n[2] Title 2, page 2\n" in content
-    )
+    assert content.startswith(
+        "Sources:\n\n<sources "
+    )  # fenced as data (tests/engine/test_prompt_injection.py)
+    assert "\n[1] Title 1, page 1\nw1x0" in content and "\n\n[2] Title 2, page 2\n" in content
     assert content.endswith("Question: What lifts?")
     assert [(s.number, s.source, s.page) for s in request.sources] == [
         (1, "file1.txt", 1),

@@ -1,16 +1,21 @@
 """URL and folder sources against real servers and files: limits, refusals, and a corrupt PDF that
-fails alone while the rest of its folder is stored."""
+fails alone while the rest of its folder is stored; SSRF (every form of a non-public address, names
+that resolve to one, redirects to one) and folder confinement (``..``, symlinks)."""
 
 from __future__ import annotations
 
 import asyncio
 import http.server
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+import pytest_asyncio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -163,3 +168,179 @@ async def test_url_and_corrupt_pdf_through_the_pipeline(
     assert rows["good.pdf"].status == rows["notes.txt"].status == "ready"
     assert rows[f"{server}/page.html"].title == "Flaps"
     assert "Flaps add lift" in page_text and "menu" not in page_text
+
+
+# -- SSRF: every form of a non-public address, on every hop -----------------------------------------
+
+#: Names the fake resolver answers (DNS is outside the project); the rest resolve for real.
+FAKE_DNS: dict[str, list[str]] = {
+    "public.example": ["93.184.216.34"],
+    "intranet.example": ["10.1.2.3"],
+    "metadata.example": ["169.254.169.254"],
+    "mapped.example": ["::ffff:192.168.1.1"],
+    "zoned.example": ["fe80::1%lo"],
+    "shared.example": ["100.64.0.7"],
+    # One public and one private answer: an attacker's DNS may hand out either; any private one refuses.
+    "split.example": ["93.184.216.34", "127.0.0.1"],
+}
+
+
+@pytest_asyncio.fixture
+async def fake_dns(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test's event loop resolves the names of :data:`FAKE_DNS` as listed there."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: str, port: int, *args: Any, **kwargs: Any) -> list[Any]:
+        if host in FAKE_DNS:
+            return [
+                (
+                    socket.AF_INET6 if ":" in address else socket.AF_INET,
+                    socket.SOCK_STREAM,
+                    6,
+                    "",
+                    (address, port, 0, 0) if ":" in address else (address, port),
+                )
+                for address in FAKE_DNS[host]
+            ]
+        return list(await real(host, port, *args, **kwargs))
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://localhost/",
+        "http://2130706433/",  # 127.0.0.1 as one decimal number
+        "http://0x7f.1/",  # and in hex, abbreviated
+        "http://0.0.0.0/",
+        "http://[::1]/",
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped IPv6
+        "http://[::ffff:7f00:1]/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+        "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+        "http://[2002:a00:1::]/",  # 6to4 of 10.0.0.1
+        "http://[fe80::1]/",
+        "http://[fd00::1]/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/",
+        "http://192.168.0.1/",
+        "http://100.64.0.1/",  # shared address space (carrier-grade NAT)
+        "http://intranet.example/",
+        "http://metadata.example/",
+        "http://mapped.example/",
+        "http://zoned.example/",
+        "http://shared.example/",
+        "http://split.example/",
+    ],
+)
+@pytest.mark.usefixtures("fake_dns")
+async def test_every_form_of_a_non_public_address_is_refused(url: str) -> None:
+    with pytest.raises(SourceRefusedError, match="non-public address") as refused:
+        await sources.fetch(url, IngestionSettings(url_timeout_seconds=5))
+    assert refused.value.code == "source_refused"
+    assert "ingestion.allow_private_urls" in refused.value.message
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    """A forward proxy standing in for the internet: ``public.example`` redirects where it is told."""
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        if parts.hostname == "public.example" and parts.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", parse_qs(parts.query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = f"INTERNAL {parts.hostname}{parts.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The host's outgoing HTTP goes through :class:`Proxy` (``HTTP_PROXY``), as behind a corporate
+    proxy; the host still checks the address of each URL it is sent to."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    address = f"http://127.0.0.1:{httpd.server_address[1]}"
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", address)
+    try:
+        yield address
+    finally:
+        httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/admin",
+        "http://[::ffff:10.0.0.1]/",
+        "http://intranet.example/wiki",
+        "http://localhost/",
+    ],
+)
+@pytest.mark.usefixtures("fake_dns", "proxy")
+async def test_a_redirect_to_a_non_public_address_is_refused_unless_allowed(target: str) -> None:
+    url = f"http://public.example/moved?to={quote(target, safe='')}"
+    with pytest.raises(SourceRefusedError, match="non-public address"):
+        await sources.fetch(url, IngestionSettings(url_timeout_seconds=5))
+    # The same redirect is followed when the configuration allows private addresses.
+    fetched = await sources.fetch(url, allowing(url_timeout_seconds=5))
+    assert fetched.url == target and fetched.data.startswith(b"INTERNAL ")
+
+
+@pytest.mark.usefixtures("fake_dns", "proxy")
+async def test_a_public_url_through_the_proxy_is_fetched() -> None:
+    fetched = await sources.fetch("http://public.example/guide.txt", IngestionSettings(url_timeout_seconds=5))
+    assert fetched.data == b"INTERNAL public.example/guide.txt"
+
+
+# -- folders: confined to the roots ----------------------------------------------------------------
+
+
+def test_traversal_and_symlinks_cannot_leave_the_root(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "inside.txt").write_text("inside")
+    (outside / "secret.txt").write_text("secret")
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    (root / "sub" / "secret-link.txt").symlink_to(outside / "secret.txt")
+    (root / "sub" / "passwd").symlink_to("/etc/passwd")
+    roots = [root]
+
+    for raw in (
+        str(root / ".." / "outside"),
+        str(root / "sub" / ".." / ".." / "outside" / "secret.txt"),
+        f"{root}/../outside",
+        str(root / "escape"),  # a symlink to a folder outside
+        str(root / "escape" / "secret.txt"),
+        str(root / "sub" / "secret-link.txt"),  # a symlink to a file outside
+        "/etc/passwd",
+        "/",
+    ):
+        with pytest.raises(SourceRefusedError, match="outside the folders") as refused:
+            list(sources.walk(raw, roots))
+        assert refused.value.code == "source_refused", raw
+
+    # `..` that stays inside is fine; walking the root skips every link that leads out of it.
+    assert [entry.source for entry in sources.walk(str(root / "sub" / ".." / "sub"), roots)] == [
+        "sub/inside.txt"
+    ]
+    assert [entry.source for entry in sources.walk(str(root), roots)] == ["sub/inside.txt"]
+    with pytest.raises(SourceRefusedError, match="reads no folders"):
+        list(sources.walk(str(root), []))

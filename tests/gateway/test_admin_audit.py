@@ -34,9 +34,7 @@ async def audit(api: OpenAPIClient, account: Account, **query: str | int) -> lis
 
 
 async def create_key(api: OpenAPIClient, account: Account) -> str:
-    response = await api.post(
-        "/v1/keys", json={"name": "ci", "scopes": ["read"]}, headers=account.headers
-    )
+    response = await api.post("/v1/keys", json={"name": "ci", "scopes": ["read"]}, headers=account.headers)
     assert response.status_code == 201, await response.get_json()
     key_id: str = (await response.get_json())["id"]
     return key_id
@@ -141,7 +139,9 @@ async def test_health_shows_the_serving_host_and_its_plugins(
     email = f"admin-{uuid.uuid4().hex[:8]}@example.org"
     tenant = f"tenant-{uuid.uuid4().hex[:10]}"
     await create_admin(served_settings, email=email, password=PASSWORD, tenant=tenant)
-    login = await served_api.post("/v1/auth/login", json={"tenant": tenant, "email": email, "password": PASSWORD})
+    login = await served_api.post(
+        "/v1/auth/login", json={"tenant": tenant, "email": email, "password": PASSWORD}
+    )
     assert login.status_code == 200, login.text
     headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
 

@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from opentier.db.tenancy import tenant_scope
 from opentier.engine.chat import Owner
 from opentier.generated.intelligence.v1 import (
     collections_pb2,
@@ -68,7 +69,8 @@ async def seed(host: Host, tenant: str, prefix: str) -> str:
         ingest_pb2.IngestRequest(caller=host.caller(tenant), collection_id=created.id, path=str(folder))
     )
     assert events[-1].summary.status == ingest_pb2.JOB_STATUS_SUCCEEDED, events[-1]
-    await host.runtime.conversations.create(Owner(tenant, "tester"), title=f"about {prefix}")
+    with tenant_scope(tenant):  # called directly, not through a gRPC call that would set the scope
+        await host.runtime.conversations.create(Owner(tenant, "tester"), title=f"about {prefix}")
     return str(created.id)
 
 

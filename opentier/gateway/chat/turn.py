@@ -45,7 +45,7 @@ from typing import Any
 from quart import has_app_context, has_request_context
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from opentier.errors import HostUnavailableError, OpenTierError
+from opentier.errors import DatabaseError, HostUnavailableError, OpenTierError
 from opentier.gateway.chat.events import TurnEvent, error_event, from_host, quota_event
 from opentier.gateway.chat.revocation import Ending, OpenStream, OpenStreams, open_streams, refusal
 from opentier.gateway.chat.start import ChatStartRequest
@@ -289,7 +289,7 @@ class ChatTurn:
         message = failure.message
         if time.monotonic() - self._began >= self.deadline_seconds:
             message = f"the chat turn passed its deadline of {self.deadline_seconds:g} seconds"
-        retryable = isinstance(failure, HostUnavailableError)
+        retryable = isinstance(failure, HostUnavailableError | DatabaseError)
         log.warning("chat turn %s failed after it started: %s %s", self.message_id, failure.code, message)
         return error_event(failure.code, message, retryable=retryable)
 

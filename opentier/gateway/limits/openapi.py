@@ -1,5 +1,6 @@
 """The limits in the OpenAPI document: every limited operation may answer 429 (with ``Retry-After`` and
-the ``RateLimit-*`` headers), every operation that takes a body 413."""
+the ``RateLimit-*`` headers), every operation that takes a body 413, and every one but the probes 503
+(the database or the host unavailable)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 from opentier.gateway.limits.rates import UNLIMITED_PATHS
 
 BODY_METHODS = frozenset({"post", "put", "patch"})
+UNAVAILABLE = (
+    "The database or the host is unavailable (`database_error`, `host_unavailable`) or the host is busy "
+    "(`host_busy`); try again after `Retry-After` seconds"
+)
 TOO_MANY = "Too many requests (`rate_limited`), or no token quota left (`quota_exceeded`)"
 
 _SECONDS = {"type": "integer", "minimum": 0}
@@ -35,6 +40,7 @@ def document_limits(paths: dict[str, dict[str, Any]], error: dict[str, Any]) -> 
             if path not in UNLIMITED_PATHS:
                 limited = responses.get(429) or {**error, "description": TOO_MANY}
                 responses[429] = {**limited, "headers": RATE_LIMIT_HEADERS}
+                responses.setdefault(503, {**error, "description": UNAVAILABLE})
             if method in BODY_METHODS:
                 too_large = "The body is larger than this route accepts (`request_too_large`)"
                 responses.setdefault(413, {**error, "description": too_large})

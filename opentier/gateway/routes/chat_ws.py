@@ -146,7 +146,15 @@ def _credential() -> str:
 
 
 def _encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    encoded = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    if not encoded.isascii():
+        try:
+            encoded.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (a client may send one, JSON-escaped, and see it echoed in an error) is
+            # not UTF-8: escape it, or sending the text frame would fail and take the connection down.
+            return json.dumps(message, separators=(",", ":"))
+    return encoded
 
 
 class ChatConnection:
@@ -300,8 +308,11 @@ class ChatConnection:
     async def _handle(self, data: str | bytes) -> None:
         try:
             message = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            await self.put(error_event(INVALID_REQUEST, f"the message is not JSON: {err}"))
+        except (ValueError, RecursionError) as err:
+            # ValueError: not UTF-8, not JSON, or an integer of too many digits; RecursionError: nested
+            # too deeply for the parser. Either way the client's message, not the gateway, is at fault.
+            problem = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            await self.put(error_event(INVALID_REQUEST, f"the message is not JSON: {problem}"))
             return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "ping":

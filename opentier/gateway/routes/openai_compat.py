@@ -33,6 +33,7 @@ from quart_schema import (
 )
 from werkzeug.exceptions import HTTPException
 
+from opentier.db.faults import database_fault
 from opentier.errors import NotFoundError, OpenTierError
 from opentier.gateway import rpc
 from opentier.gateway.chat.events import TurnEvent
@@ -127,6 +128,21 @@ async def _invalid(error: RequestSchemaValidationError) -> Response:
     return openai_error(validation_message(error.validation_error), 400, "invalid_request")
 
 
+@blueprint.errorhandler(Exception)
+async def _unexpected(error: Exception) -> Response:
+    fault = database_fault(error)
+    if fault is not None:
+        log.warning("request failed: %s (%s)", fault.message, error.__class__.__name__)
+        return await _opentier_error(fault)
+    log.exception("unexpected error while handling the request")
+    return openai_error("internal error; the request id identifies it in the logs", 500, "internal")
+
+
+@blueprint.errorhandler(UnicodeDecodeError)
+async def _undecodable(error: UnicodeDecodeError) -> Response:
+    return openai_error("invalid request: the body is not valid UTF-8", 400, "invalid_request")
+
+
 @blueprint.errorhandler(HTTPException)
 async def _http(error: HTTPException) -> Response:
     status = error.code or 500
@@ -203,7 +219,7 @@ def _is_uuid(text: str) -> bool:
 @blueprint.get("/models")
 @require("chat")
 @tag(TAGS)
-@documented_openai_errors(401, 403, 500, 503)
+@documented_openai_errors(401, 403, 429, 500, 503)
 @validate_response(ModelList)
 async def list_models() -> ModelList:
     """The models you can chat with (scope `chat`): each of your collections (by name) and `opentier`
@@ -216,7 +232,7 @@ async def list_models() -> ModelList:
 @blueprint.get("/models/<path:model>")
 @require("chat")
 @tag(TAGS)
-@documented_openai_errors(401, 403, 404, 500, 503)
+@documented_openai_errors(401, 403, 404, 429, 500, 503)
 @validate_response(Model)
 async def get_model(model: str) -> Model:
     """One model (scope `chat`): a collection by name or id, or `opentier`."""

@@ -12,6 +12,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from opentier.components import SearchHit, SearchQuery
+from opentier.db.tenancy import INTERNAL, enter_tenant
 from opentier.engine.collections import CollectionInfo
 from opentier.engine.documents import DocumentInfo
 from opentier.engine.jobs import ItemSpec, JobCounts, JobInfo, JobOptions
@@ -29,10 +30,17 @@ from opentier.generated.intelligence.v1 import (
 
 
 def tenant_of(caller: common_pb2.Caller) -> str:
-    """The caller's tenant; every data call is scoped by it, so an empty one is refused."""
+    """The caller's tenant; every data call is scoped by it, so an empty one is refused.
+
+    The call acts for it from here on: its transactions see this tenant's rows only (row-level security,
+    see :mod:`opentier.db.tenancy`). Each gRPC call runs in a task of its own, so the scope ends with it.
+    """
     tenant = caller.tenant_id.strip()
     if not tenant:
         raise InvalidRequestError("caller.tenant_id is empty: every call must name its tenant")
+    if tenant == INTERNAL:
+        raise InvalidRequestError(f"caller.tenant_id {INTERNAL!r} is not a tenant")
+    enter_tenant(tenant)
     return tenant
 
 

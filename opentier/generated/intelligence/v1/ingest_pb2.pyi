@@ -554,7 +554,9 @@ class ListJobsRequest(_message.Message):
     COLLECTION_ID_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     collection_id: _builtins.str
-    """Only jobs of this collection; empty means every collection of the tenant."""
+    """Only jobs of this collection; empty means every collection of the tenant. A collection
+    that is not the tenant's (or does not exist) is NOT_FOUND, as in ListDocuments.
+    """
     @_builtins.property
     def caller(self) -> _common_pb2.Caller: ...
     @_builtins.property

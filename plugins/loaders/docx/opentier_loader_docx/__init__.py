@@ -24,6 +24,11 @@ from opentier_loader_docx.body import read_body
 MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 #: python-docx holds every part in memory: refuse archives that expand past this (zip bombs).
 MAX_EXPANDED_BYTES = 512 * 1024 * 1024
+#: A part that expands more than this many times its compressed size is a zip bomb, not a document:
+#: Word's XML compresses about 5 to 20 times, images hardly at all; a bomb of spaces about 1,000 times.
+MAX_RATIO = 100
+#: Parts smaller than this expanded are never refused for their ratio (tiny parts compress oddly).
+RATIO_FLOOR_BYTES = 1024 * 1024
 
 
 class DocxLoader(Loader):
@@ -75,7 +80,8 @@ def _check_archive(stream: IO[bytes], uri: str) -> None:
     try:
         with zipfile.ZipFile(stream) as archive:
             names = set(archive.namelist())
-            expanded = sum(info.file_size for info in archive.infolist())
+            entries = archive.infolist()
+            expanded = sum(info.file_size for info in entries)
     except zipfile.BadZipFile as err:
         stream.seek(0)
         legacy = stream.read(8) == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
@@ -91,6 +97,13 @@ def _check_archive(stream: IO[bytes], uri: str) -> None:
         raise DocumentLoadError(
             f"{uri}: expands to {expanded // 2**20} MiB, over the {MAX_EXPANDED_BYTES // 2**20} MiB limit"
         )
+    for info in entries:
+        if info.file_size > RATIO_FLOOR_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+            raise DocumentLoadError(
+                f"{uri}: its part {info.filename} expands {info.file_size // max(info.compress_size, 1)} "
+                f"times (to {info.file_size // 2**20} MiB), more than a document does ({MAX_RATIO} times): "
+                "a zip bomb"
+            )
 
 
 def _core_properties(word: Any) -> dict[str, Any]:
