@@ -29,6 +29,7 @@ from opentier.components import ComponentKind, Embedder
 from opentier.config import IngestionSettings
 from opentier.db.embedded import EmbeddedPostgres
 from opentier.db.migrate import migrate
+from opentier.db.tenancy import enforce_tenancy, internal_scope
 from opentier.engine.chunker import context_prefix
 from opentier.engine.collections import Collections
 from opentier.engine.datasets import cranfield
@@ -44,6 +45,7 @@ async def run(args: argparse.Namespace, url: str) -> None:
         workers=args.workers, batch_items=args.batch_items or IngestionSettings().batch_items
     )
     engine = create_async_engine(url, pool_size=settings.worker_count() + 4)
+    enforce_tenancy(engine)  # as the host: row-level security on, the workers set their scopes
     system = load_plugins(selection=PluginSelection())
     embedder = system.registry.get(ComponentKind.EMBEDDER, args.embedder)
     assert isinstance(embedder, Embedder)
@@ -116,13 +118,15 @@ def main() -> None:
         return
     external = os.environ.get("OPENTIER_BENCH_DATABASE_URL")
     if external:
-        asyncio.run(run(args, external))
+        with internal_scope():
+            asyncio.run(run(args, external))
         return
     with tempfile.TemporaryDirectory(prefix="opentier-bench-") as folder:
         server = EmbeddedPostgres(Path(folder) / "pg", database="bench")
         server.start()
         try:
-            asyncio.run(run(args, str(server.url().render_as_string(hide_password=False))))
+            with internal_scope():
+                asyncio.run(run(args, str(server.url().render_as_string(hide_password=False))))
         finally:
             server.stop()
 
