@@ -723,6 +723,12 @@ class ChatSettings(Section):
     deadline_seconds: float = Field(
         default=120.0, gt=0, description="Longest a chat turn may take, retrieval and answer together."
     )
+    checkpoint_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="While an answer streams, the text so far is written to the database this often, "
+        "so a host that dies mid-answer leaves it behind (0: only when the answer ends).",
+    )
     stall_timeout_seconds: float = Field(
         default=30.0,
         gt=0,

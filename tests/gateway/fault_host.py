@@ -22,7 +22,8 @@ async def serve(database_url: str, data_dir: Path, port: int) -> None:
     settings = host_settings(database, data_dir / "host-state", root).model_copy(
         update={
             "retrieval": RetrievalSettings(retriever="vector"),
-            "chat": ChatSettings(**HOST_CHAT_DEFAULTS),
+            # The text so far is written often, so the test need not stream long before the kill.
+            "chat": ChatSettings(**{**HOST_CHAT_DEFAULTS, "checkpoint_seconds": 0.2}),
         }
     )
     settings = settings.model_copy(update={"host": settings.host.model_copy(update={"port": port})})

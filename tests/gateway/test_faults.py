@@ -265,6 +265,17 @@ async def killable_gateway(
         await stop_served(served)
 
 
+async def tokens_for(ws: Any, seconds: float) -> str:
+    """The text of the tokens received on ``ws`` during ``seconds``."""
+    received = ""
+    since = time.monotonic()
+    while time.monotonic() - since < seconds:
+        event = await receive(ws)
+        assert event["type"] in {"token", "heartbeat"}, event
+        received += event.get("text", "") if event["type"] == "token" else ""
+    return received
+
+
 async def test_host_process_killed_mid_answer_errors_promptly_and_serves_after_restart(
     killable_gateway: ChatGateway, chat_gateway: ChatGateway, host_process: HostProcess
 ) -> None:
@@ -280,7 +291,8 @@ async def test_host_process_killed_mid_answer_errors_promptly_and_serves_after_r
         await start_turn(ws, "Talk forever", llm="endless")
         started = await receive(ws)
         assert started["type"] == "started", started
-        assert (await receive(ws))["type"] == "token"
+        # Tokens for a while (the fault host writes the text so far every 0.2 s), then the kill.
+        received = await tokens_for(ws, 1.0)
         killed = time.monotonic()
         host_process.kill()
         rest = await read_turn(ws, timeout=BOUNDED)
@@ -309,14 +321,18 @@ async def test_host_process_killed_mid_answer_errors_promptly_and_serves_after_r
         events = await read_turn(ws)
         assert events[-1]["status"] == "complete", events[-1]
 
-    # What a killed host leaves: the user's message, and the answer's row `in_progress` without the
-    # partial text (it lived in the killed process), until a host start marks it failed (`host_stopped`).
+    # What a killed host leaves: the user's message, and the answer's row `in_progress` with the text
+    # written at its last checkpoint (chat.checkpoint_seconds), until a host start marks it failed
+    # (`host_stopped`).
     stored = await gateway.api.get(f"/v1/conversations/{done['conversation_id']}", headers=user.key_headers)
     assert stored.status_code == 200, stored.text
     messages = stored.json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"] == "Talk forever"
-    assert messages[1]["status"] == "in_progress" and messages[1]["content"] == "", messages[1]
+    assert messages[1]["status"] == "in_progress", messages[1]
+    partial = messages[1]["content"]
+    assert partial and received.startswith(partial), (partial, received)
+    assert len(partial) >= len(received) / 3, "the last checkpoint is at most a fraction of a second old"
 
 
 # -- the LLM ---------------------------------------------------------------------------------------

@@ -307,6 +307,22 @@ class Conversations:
             history=history,
         )
 
+    async def checkpoint(self, tenant_id: str, message_id: uuid.UUID, content: str) -> bool:
+        """Write the text so far of an answer still in progress (what a host that dies mid-answer
+        leaves behind); ``False`` when the answer has ended (its final row is never overwritten)."""
+        async with self.db.begin() as conn:
+            written = await conn.scalar(
+                sa.update(Message)
+                .where(
+                    Message.id == message_id,
+                    Message.tenant_id == tenant_id,
+                    Message.status == MessageStatus.IN_PROGRESS.value,
+                )
+                .values(content=content)
+                .returning(Message.id)
+            )
+        return written is not None
+
     async def end_turn(self, tenant_id: str, message_id: uuid.UUID, answer: AnswerRecord) -> bool:
         """Store how the answer ended; ``False`` when its conversation was deleted meanwhile."""
         async with self.db.begin() as conn:

@@ -308,6 +308,9 @@ class Turn:
         self._first_token_at: float | None = None
         self._ended_at: float | None = None
         self._stored: asyncio.Future[bool] | None = None
+        # The text so far, written every chat.checkpoint_seconds while the answer streams.
+        self._checkpointed_at = began
+        self._checkpointing: asyncio.Future[bool] | None = None
         self.started = Started(
             conversation_id=record.conversation.id,
             conversation_created=record.created,
@@ -516,10 +519,30 @@ class Turn:
         return self._deadline - asyncio.get_running_loop().time()
 
     def _token(self, text: str) -> Token:
+        now = asyncio.get_running_loop().time()
         if self._first_token_at is None:
-            self._first_token_at = asyncio.get_running_loop().time()
+            self._first_token_at = now
         self._shown.append(text)
+        self._checkpoint(now)
         return Token(text)
+
+    def _checkpoint(self, now: float) -> None:
+        """Write the text so far in the background, at most every ``chat.checkpoint_seconds`` and one
+        write at a time; never delays the stream, and a failed write only costs the checkpoint."""
+        every = self._settings.checkpoint_seconds
+        if not every or now - self._checkpointed_at < every or self._stored is not None:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._checkpointed_at = now
+        self._checkpointing = asyncio.ensure_future(
+            self._chat.conversations.checkpoint(self._owner.tenant_id, self.message_id, "".join(self._shown))
+        )
+        self._checkpointing.add_done_callback(self._checkpoint_callback)
+
+    def _checkpoint_callback(self, future: asyncio.Future[bool]) -> None:
+        if not future.cancelled() and (problem := future.exception()) is not None:
+            log.warning("chat turn %s: the text so far could not be written: %s", self.message_id, problem)
 
     def _usage(self) -> UsageReport:
         if self._reported is not None:
