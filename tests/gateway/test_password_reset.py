@@ -5,12 +5,8 @@ gets nothing, a send to a server that is down is retried, and log mode writes th
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import logging
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from openapi_core import OpenAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,6 +26,7 @@ from opentier.gateway.app import create_app
 from opentier.gateway.identity.bootstrap import create_admin
 from opentier.gateway.identity.digests import digest
 from tests.gateway.conftest import PASSWORD
+from tests.gateway.mailbox import free_port, smtp_server
 from tests.gateway.served import (
     ServedAPI,
     running_host_fixture,
@@ -44,49 +40,6 @@ __all__ = ["running_host_fixture", "served_settings_fixture"]
 NEW_PASSWORD = "a brand new passphrase 42"
 PUBLIC_URL = "https://chat.example.test"
 LINK = re.compile(re.escape(PUBLIC_URL) + r"/reset\?token=(otm_[A-Za-z0-9_\-]+)")
-
-
-class Inbox:
-    """What the SMTP server received (its thread appends, the test reads)."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        with self._lock:
-            self.messages.append(message)
-            self.recipients.append(list(envelope.rcpt_tos))
-        return "250 OK"
-
-    async def wait(self, count: int, within_seconds: float = 10.0) -> list[EmailMessage]:
-        deadline = time.monotonic() + within_seconds
-        while time.monotonic() < deadline:
-            with self._lock:
-                if len(self.messages) >= count:
-                    return list(self.messages)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"{count} mails expected, {len(self.messages)} arrived")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@asynccontextmanager
-async def smtp_server(port: int) -> AsyncIterator[Inbox]:
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    await asyncio.to_thread(controller.start)
-    try:
-        yield inbox
-    finally:
-        await asyncio.to_thread(controller.stop)
 
 
 @asynccontextmanager
