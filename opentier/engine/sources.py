@@ -3,7 +3,8 @@
 A folder becomes one work item per file (include/exclude globs, recursive by default). A URL is
 fetched when its item is processed: http and https only, within a size and time limit, and never a
 loopback, private or link-local address unless the configuration allows it (checked on every
-redirect, too).
+redirect, too, and at connection time on the very address connected to, so that DNS rebinding cannot
+swap a checked address for a private one).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import ipaddress
 import mimetypes
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+import httpcore
 import httpx
+from httpx._utils import get_environment_proxies  # what httpx itself reads; no public name
 
 from opentier.config import IngestionSettings
 from opentier.errors import DocumentLoadError, SourceRefusedError
@@ -125,15 +128,17 @@ def check_url(url: str) -> str:
     return url
 
 
-async def check_address(host: str, port: int, allow_private: bool) -> None:
-    """Refuse a host that resolves to a loopback, private, link-local or reserved address."""
+async def check_address(host: str, port: int, allow_private: bool) -> list[str]:
+    """The addresses ``host`` resolves to; SourceRefusedError when one of them is a loopback, private,
+    link-local or reserved address (unless ``allow_private``: then nothing is resolved, ``[host]``)."""
     if allow_private:
-        return
+        return [host]
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as err:
         raise DocumentLoadError(f"cannot resolve {host}: {err.strerror}") from None
+    addresses: list[str] = []
     for info in infos:
         # An IPv6 address may carry its zone ("fe80::1%eth0"), which ipaddress does not read.
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
@@ -142,6 +147,81 @@ async def check_address(host: str, port: int, allow_private: bool) -> None:
                 f"{host} resolves to {address}, a non-public address; set "
                 f"ingestion.allow_private_urls to ingest from it"
             )
+        if str(address) not in addresses:
+            addresses.append(str(address))
+    return addresses
+
+
+class CheckedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to an address it has just checked.
+
+    The name of each new connection is resolved once, every address is checked (:func:`check_address`)
+    and the connection is made to one of those addresses, never to a name resolved again: a DNS server
+    that answers a public address first and a private one next (DNS rebinding) gets no second look.
+    TLS still verifies the certificate against the name (httpcore passes it as the server name)."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self._allow_private = allow_private
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        failure: httpcore.ConnectError | None = None
+        for address in await check_address(host, port, self._allow_private):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except httpcore.ConnectError as err:
+                failure = err
+        raise failure or httpcore.ConnectError(f"no address to connect to for {host}")
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("URL ingestion does not use Unix sockets")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport over :class:`CheckedBackend` (direct connections; a proxy from the
+    environment gets httpx's own transport, see :func:`client`)."""
+
+    def __init__(self, allow_private: bool) -> None:
+        super().__init__(trust_env=False)
+        # httpx builds its pool without a way to pass the backend; the same pool, with ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=CheckedBackend(allow_private),
+        )
+
+
+def client(settings: IngestionSettings) -> httpx.AsyncClient:
+    """The HTTP client of one fetch: direct connections go to checked addresses only; where the
+    environment names a proxy (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, less ``NO_PROXY``),
+    requests go through it as with any httpx client, and the proxy does the connecting."""
+    mounts: dict[str, httpx.AsyncBaseTransport | None] = {
+        pattern: None if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy)
+        for pattern, proxy in get_environment_proxies().items()
+    }
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        timeout=settings.url_timeout_seconds,
+        transport=CheckedTransport(settings.allow_private_urls),
+        mounts=mounts,
+        trust_env=False,
+    )
 
 
 #: IPv6 prefixes that carry an IPv4 address in their last 32 bits (NAT64, RFC 6052 and RFC 8215).
@@ -182,13 +262,14 @@ async def fetch(url: str, settings: IngestionSettings) -> Fetched:
 
 async def _fetch(url: str, settings: IngestionSettings) -> Fetched:
     current = check_url(url)
-    async with httpx.AsyncClient(follow_redirects=False, timeout=settings.url_timeout_seconds) as client:
+    async with client(settings) as http:
         for _hop in range(MAX_REDIRECTS + 1):
             parts = urlsplit(current)
             port = parts.port or (443 if parts.scheme == "https" else 80)
+            # Checked here for a proxied request too (the proxy resolves the name on its own).
             await check_address(parts.hostname or "", port, settings.allow_private_urls)
             try:
-                async with client.stream("GET", current) as response:
+                async with http.stream("GET", current) as response:
                     if response.is_redirect:
                         location = response.headers.get("location", "")
                         current = check_url(urljoin(current, location))

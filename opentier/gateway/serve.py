@@ -21,6 +21,7 @@ from quart import Quart
 
 from opentier.config import Settings
 from opentier.errors import ConfigError
+from opentier.gateway import hypercorn_fix
 from opentier.gateway.state import gateway_state
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ def hypercorn_config(settings: Settings, fd: int) -> Config:
     # Through the process's own handlers (JSON lines), not a stream handler of Hypercorn's.
     config.errorlog = logging.getLogger("hypercorn.error")
     config.include_server_header = False
-    # A larger client message is refused by Hypercorn with close code 1009 before it is buffered whole.
+    # A larger client message is refused by Hypercorn with close code 1009 before it is buffered whole,
+    # and (with our fix of a Hypercorn bug) whatever the client sends after it cannot keep it open.
     config.websocket_max_message_size = settings.streaming.max_frame_bytes
+    hypercorn_fix.install()
     return config
 
 

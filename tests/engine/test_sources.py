@@ -309,6 +309,61 @@ async def test_a_public_url_through_the_proxy_is_fetched() -> None:
     assert fetched.data == b"INTERNAL public.example/guide.txt"
 
 
+class Counting(http.server.BaseHTTPRequestHandler):
+    """A loopback server that counts the requests that reach it (none should)."""
+
+    hits = 0
+
+    def do_GET(self) -> None:
+        type(self).hits += 1
+        self._answer()
+
+    def _answer(self) -> None:
+        body = b"INTERNAL SECRET"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+async def test_dns_rebinding_cannot_swap_the_checked_address(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attacker's DNS answers a public address, then 127.0.0.1 to every later lookup (DNS
+    rebinding): the host connects only to an address it checked, so the loopback server sees nothing.
+    Before the fix the check's lookup got the public address and the HTTP client's own lookup the
+    loopback one, and the page was fetched."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    port = httpd.server_address[1]
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+    lookups: list[str] = []
+
+    async def rebinding(host: str | bytes, port_: int, *args: Any, **kwargs: Any) -> list[Any]:
+        # httpx's own lookups (through anyio) pass the name IDNA-encoded, as bytes.
+        if (host.decode() if isinstance(host, bytes) else host) != "rebind.example":
+            return list(await real(host, port_, *args, **kwargs))
+        address = "93.184.216.34" if not lookups else "127.0.0.1"
+        lookups.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port_))]
+
+    monkeypatch.setattr(loop, "getaddrinfo", rebinding)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        with pytest.raises((SourceRefusedError, DocumentLoadError)):
+            await sources.fetch(
+                f"http://rebind.example:{port}/secret", IngestionSettings(url_timeout_seconds=3)
+            )
+    finally:
+        httpd.shutdown()
+    assert Counting.hits == 0
+    assert "127.0.0.1" in lookups  # the name was looked up again, and that answer was refused
+
+
 # -- folders: confined to the roots ----------------------------------------------------------------
 
 

@@ -10,8 +10,8 @@ Already covered elsewhere (tests/gateway/test_chat_ws.py): not-JSON, an unknown 
 an invalid ``start``, a second ``start`` while a turn runs (``turn_in_progress``), ``cancel`` of a
 running turn, a text frame over the limit (1009), a client that stops reading during an answer (4408).
 
-One known failure is kept as a strict xfail: a frame over the limit *followed by another frame* leaves
-the connection open (a Hypercorn bug, see the test's reason).
+A frame over the limit *followed by another frame* used to leave the connection open (a Hypercorn 0.18
+bug, fixed by opentier/gateway/hypercorn_fix.py); its test closes with 1009 and the handler ends.
 """
 
 from __future__ import annotations
@@ -345,13 +345,6 @@ async def test_seeded_random_mutations_get_documented_answers_only(chat_gateway:
     await normal_turn_works(chat_gateway, user)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Hypercorn 0.18 keeps the oversized message in its buffer after sending 1009: the next frame "
-    "raises again and the client's close reply, queued behind it, is never read, so the TCP connection "
-    "stays open (the client waits for it to close, the handler never ends) until the client drops it "
-    "(hypercorn/protocol/ws_stream.py, WSStream._handle_events)",
-)
 @pytest.mark.parametrize("streaming_options", [SMALL_FRAMES], indirect=True)
 async def test_a_frame_over_the_limit_followed_by_another_still_closes_1009(
     chat_gateway: ChatGateway,
@@ -367,3 +360,26 @@ async def test_a_frame_over_the_limit_followed_by_another_still_closes_1009(
     async with asyncio.timeout(3):
         while sockets:
             await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("streaming_options", [SMALL_FRAMES], indirect=True)
+async def test_a_fragmented_message_over_the_limit_closes_1009_whatever_follows(
+    chat_gateway: ChatGateway,
+) -> None:
+    """Fragments each under the limit, together over it, then more frames: close 1009, handler ends."""
+    user = await signed_in_key(chat_gateway)
+    sockets: set[ChatConnection] = gateway_state(chat_gateway.app).extras["chat_sockets"]
+    async with ws_connect(chat_gateway, key=user.key, close_timeout=1) as ws:
+        await hello(ws)
+        await ws.send(iter(["[" * (FRAME // 2), "[" * (FRAME // 2), "[" * (FRAME // 2)]))
+        for _ in range(3):
+            await ws.send(json.dumps({"type": "ping"}))
+        assert await closed_with(ws, timeout=3) == 1009
+    async with asyncio.timeout(3):
+        while sockets:
+            await asyncio.sleep(0.05)
+    # The gateway still serves a new connection normally.
+    async with ws_connect(chat_gateway, key=user.key) as ws:
+        await hello(ws)
+        await ws.send(json.dumps({"type": "ping"}))
+        assert (await receive(ws))["type"] == "pong"
