@@ -230,7 +230,11 @@ class Ingestion:
         *,
         created_by: str | None = None,
         input_complete: bool = True,
+        job_id: uuid.UUID | None = None,
     ) -> JobInfo:
+        """Create a job of ``items`` and wake the workers. ``job_id`` (default: a new one) lets a caller
+        subscribe to the job's events (:meth:`JobEvents.watch`) before any worker can take it: a small
+        job may be done before this method returns."""
         collection = await self.collections.get(tenant_id, collection_id)
         self.collections.embedder_for(collection)  # refuse now, not in the worker
         self._cleaners(options)
@@ -239,11 +243,13 @@ class Ingestion:
             job_id = (
                 await conn.execute(
                     sa.text(
-                        f"INSERT INTO {JOBS} (tenant_id, collection_id, status, source, options, created_by, "
-                        "input_complete) VALUES (:tenant, :collection, 'queued', CAST(:source AS jsonb), "
-                        "CAST(:options AS jsonb), :created_by, :complete) RETURNING id"
+                        f"INSERT INTO {JOBS} (id, tenant_id, collection_id, status, source, options, "
+                        "created_by, input_complete) VALUES (:id, :tenant, :collection, 'queued', "
+                        "CAST(:source AS jsonb), CAST(:options AS jsonb), :created_by, :complete) "
+                        "RETURNING id"
                     ),
                     {
+                        "id": job_id or uuid.uuid4(),
                         "tenant": tenant_id,
                         "collection": collection.id,
                         "source": json.dumps(source),
@@ -486,26 +492,33 @@ class Ingestion:
                         while await queue.get() is not None:
                             pass
 
-    async def follow(self, tenant_id: str, job_id: uuid.UUID) -> AsyncIterator[Progress | JobInfo]:
-        """Progress events of the job as this host works it, then the finished job."""
-        with self.events.watch(job_id) as queue:
-            while True:
-                try:
-                    async with asyncio.timeout(POLL_SECONDS):
-                        event = await queue.get()
-                except TimeoutError:
-                    event = None
-                if event is not None:
-                    yield event
-                    continue
-                job = await self.get_job(tenant_id, job_id)
-                if job.terminal:
-                    while not queue.empty():
-                        late = queue.get_nowait()
-                        if late is not None:
-                            yield late
-                    yield job
-                    return
+    async def follow(
+        self, tenant_id: str, job_id: uuid.UUID, queue: asyncio.Queue[Progress | None] | None = None
+    ) -> AsyncIterator[Progress | JobInfo]:
+        """Progress events of the job as this host works it, then the finished job. ``queue``: one
+        from :meth:`JobEvents.watch` entered before the job was created, so that no event is missed."""
+        if queue is None:
+            with self.events.watch(job_id) as watched:
+                async for step in self.follow(tenant_id, job_id, watched):
+                    yield step
+            return
+        while True:
+            try:
+                async with asyncio.timeout(POLL_SECONDS):
+                    event = await queue.get()
+            except TimeoutError:
+                event = None
+            if event is not None:
+                yield event
+                continue
+            job = await self.get_job(tenant_id, job_id)
+            if job.terminal:
+                while not queue.empty():
+                    late = queue.get_nowait()
+                    if late is not None:
+                        yield late
+                yield job
+                return
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -15,7 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.config import IngestionSettings
 from opentier.engine.collections import CollectionInfo, Collections
-from opentier.engine.jobs import Ingestion, ItemSpec, JobOptions
+from opentier.engine.jobs import Ingestion, ItemSpec, JobInfo, JobOptions
+from opentier.engine.pipeline import Progress
 from opentier.errors import NotFoundError, SourceRefusedError
 from opentier.plugin_manager import PluginSelection, load_plugins
 
@@ -300,3 +301,31 @@ async def test_stored_chunks_keep_heading_path_span_metadata_and_vector(
     assert all(r[4]["year"] == 2024 for r in rows)
     assert all(r[5] == embedder.dimensions for r in rows)
     assert [r[6] for r in rows] == [True, False]
+
+
+async def test_a_follower_subscribed_before_the_job_sees_every_event_of_a_job_done_at_once(
+    world: World,
+) -> None:
+    """A small job may be taken and finished by a worker before ``create_job`` returns (the Ingest
+    call then used to stream a summary without the documents' events): a follower that subscribes
+    with the job's id first, as the Ingest call does, gets each document's outcome anyway."""
+    write_corpus(world.root, count=2)
+    opts = JobOptions()
+    items = world.ingestion.path_items(str(world.root), opts, [])
+    job_id = uuid.uuid4()
+    with world.ingestion.events.watch(job_id) as queue:
+        job = await world.ingestion.create_job(
+            world.tenant, world.collection.id, {"path": str(world.root)}, opts, items, job_id=job_id
+        )
+        assert job.id == job_id
+        # The job ends before anyone reads its events.
+        await asyncio.wait_for(world.ingestion.wait(world.tenant, job_id), 30)
+        events = [event async for event in world.ingestion.follow(world.tenant, job_id, queue)]
+    *progress, summary = events
+    assert isinstance(summary, JobInfo) and summary.status == "succeeded"
+    created = {
+        event.source: event.document_id
+        for event in progress
+        if isinstance(event, Progress) and event.status == "created"
+    }
+    assert sorted(created) == ["doc0.txt", "doc1.txt"] and all(created.values())

@@ -51,11 +51,27 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         tenant = tenant_of(request.caller)
         options = options_of(request.options)
         source, items = await self._items(tenant, request, options)
-        job = await self._ingestion.create_job(
-            tenant, request.collection_id, source, options, items, created_by=user_of(request.caller)
-        )
-        follow = self._ingestion.follow(tenant, job.id)
-        # Subscribe before sending `started`: a worker may take the job while that is on its way.
+        # Subscribed before the job exists: a worker may take a small job, and finish it, before
+        # create_job returns; its events wait in the queue.
+        job_id = uuid.uuid4()
+        with self._ingestion.events.watch(job_id) as queue:
+            job = await self._ingestion.create_job(
+                tenant,
+                request.collection_id,
+                source,
+                options,
+                items,
+                created_by=user_of(request.caller),
+                job_id=job_id,
+            )
+            async for event in self._relay(tenant, job, queue):
+                yield event
+
+    async def _relay(
+        self, tenant: str, job: JobInfo, queue: asyncio.Queue[Progress | None]
+    ) -> AsyncIterator[ingest_pb2.IngestEvent]:
+        """``started``, the job's progress events, then its ``summary``."""
+        follow = self._ingestion.follow(tenant, job.id, queue)
         upcoming: asyncio.Future[Progress | JobInfo] = asyncio.ensure_future(anext(follow))
         try:
             sequence = 1
