@@ -90,6 +90,8 @@ class Up:
         )
         # scripts/run itself: its bootstrap finds the environment installed, then it execs `opentier up`.
         argv = [str(command), *args] if command.name == "run" else [str(command), "up", *args]
+        #: What a user's shell has beside `opentier up`: the local commands reach the same platform.
+        self.environment = environment
         self.process = subprocess.Popen(
             argv,
             stdout=subprocess.PIPE,
@@ -261,6 +263,18 @@ def test_run_command_first_run_signs_in_ingests_answers_with_a_citation_and_ctrl
         assert re.search(r"\[1\]", answer), answer
         assert [c["source"] for c in citations] == ["gliders.md"]
         assert events[-1]["type"] == "done" and events[-1]["status"] == "complete"
+
+        # The README's next commands (`opentier collections`, `opentier search`) act for the same
+        # tenant as the gateway's admin: they see the collection made through the API.
+        local = subprocess.run(
+            [str(OPENTIER), "search", "glide ratio", "--collection", "gliders", "--json"],
+            env=up.environment | {"COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert local.returncode == 0 and "gliders.md" in local.stdout, local.stdout + local.stderr
 
         assert up.stop(signal.SIGINT) == 0  # what Ctrl-C does
         nothing_left(up, children)

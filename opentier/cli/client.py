@@ -1,8 +1,9 @@
 """The local commands' gRPC client of the host: its address, token, caller, deadlines and errors.
 
 Commands such as ``opentier ingest`` talk to the running host like the gateway does, through the
-contract, never to the database. Calls act as tenant ``default`` and user ``cli`` unless
-``--tenant`` (or ``OPENTIER_TENANT``) says otherwise. A failed call raises the
+contract; they read the database only to find the gateway's id of the tenant they act for
+(:mod:`opentier.cli.tenants`). Calls act as the tenant ``default`` and user ``cli`` unless
+``--tenant`` (or ``OPENTIER_TENANT``) names another tenant. A failed call raises the
 :class:`~opentier.errors.OpenTierError` named by the host's ``opentier-error-code``, so the CLI
 prints it like a local error.
 """
@@ -20,6 +21,7 @@ import grpc
 import grpc.aio
 from click.core import ParameterSource
 
+from opentier.cli.tenants import host_tenant_id
 from opentier.config import Settings, env_name
 from opentier.errors import ConfigError, NotFoundError, OpenTierError
 from opentier.generated.intelligence.v1 import (
@@ -155,6 +157,8 @@ class HostClient:
         if not tenant.strip():
             raise click.BadParameter("the tenant must not be empty", param_hint="--tenant")
         self.settings = settings
+        #: The tenant as the user named it (the Caller gets the gateway's id of it, see __aenter__).
+        self.tenant = tenant
         self.target = client_target(settings.host.address, settings.host.port)
         self.deadline = deadline
         self.caller = common_pb2.Caller(tenant_id=tenant, user_id=user, request_id=uuid.uuid4().hex)
@@ -162,6 +166,7 @@ class HostClient:
         self._channel: grpc.aio.Channel | None = None
 
     async def __aenter__(self) -> HostClient:
+        self.caller.tenant_id = await host_tenant_id(self.settings, self.tenant)
         limit = self.settings.host.max_message_bytes
         self._channel = grpc.aio.insecure_channel(
             self.target,
@@ -228,7 +233,7 @@ class HostClient:
             if collection.name == name:
                 return collection
         raise NotFoundError(
-            f"tenant {self.caller.tenant_id!r} has no collection named {name!r}; "
+            f"tenant {self.tenant!r} has no collection named {name!r}; "
             f"`opentier collections` lists them"
         )
 

@@ -229,7 +229,7 @@ async def _collection(client: HostClient, plan: Plan) -> collections_pb2.Collect
     except NotFoundError:
         if not plan.create:
             raise NotFoundError(
-                f"tenant {client.caller.tenant_id!r} has no collection named {plan.collection!r}; "
+                f"tenant {client.tenant!r} has no collection named {plan.collection!r}; "
                 "create it with `opentier collections create` or leave out --no-create"
             ) from None
     request = collections_pb2.CreateCollectionRequest(caller=client.caller, name=plan.collection)

@@ -11,12 +11,16 @@ import json
 import os
 import re
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.cli import main
+from opentier.db.models.gateway import Tenant
 
 from .conftest import MAX_UPLOAD, TOKEN, Host, write_corpus
 
@@ -173,3 +177,37 @@ def test_help_of_the_ingestion_commands() -> None:
         result = runner.invoke(main, [*args, "--help"], terminal_width=120)
         assert result.exit_code == 0, result.output
         assert phrase in " ".join(result.output.split()), result.output
+
+
+async def test_a_gateway_tenant_is_addressed_by_its_name(host: Host, db_engine: AsyncEngine) -> None:
+    """The host knows a tenant by the gateway's id of it: ``--tenant NAME`` acts for the gateway's
+    tenant of that name, so what the local commands store is what that tenant's users see through
+    the gateway (and a name the gateway does not know stays as it is)."""
+    name = f"acme-{uuid.uuid4().hex[:8]}"
+    async with db_engine.begin() as conn:
+        tenant_id = await conn.scalar(sa.insert(Tenant).values(name=name).returning(Tenant.id))
+    database = {"OPENTIER_DATABASE__URL": str(host.settings.database.url)}
+    if host.settings.database.password is not None:
+        database["OPENTIER_DATABASE__PASSWORD"] = host.settings.database.password.get_secret_value()
+
+    created = await opentier(host, "collections", "create", "handbook", "--tenant", name, **database)
+    assert created.code == 0, created.err
+    async with db_engine.connect() as conn:
+        owners = (
+            (
+                await conn.execute(
+                    sa.text("SELECT tenant_id FROM intelligence.collections WHERE name = 'handbook'")
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert owners == [str(tenant_id)]
+    # The same tenant by its id; and by name in OPENTIER_TENANT.
+    by_id = await opentier(host, "collections", "--tenant", str(tenant_id), **database)
+    assert re.search(r"│ handbook\s+│", by_id.out), by_id.out
+    by_env = await opentier(host, "collections", OPENTIER_TENANT=name, **database)
+    assert re.search(r"│ handbook\s+│", by_env.out), by_env.out
+    # A tenant the gateway does not know is the name itself: it does not see the handbook.
+    unknown = await opentier(host, "collections", "--tenant", f"{name}-other", **database)
+    assert unknown.code == 0 and "has no collections" in unknown.out
