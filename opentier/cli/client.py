@@ -233,8 +233,7 @@ class HostClient:
             if collection.name == name:
                 return collection
         raise NotFoundError(
-            f"tenant {self.tenant!r} has no collection named {name!r}; "
-            f"`opentier collections` lists them"
+            f"tenant {self.tenant!r} has no collection named {name!r}; `opentier collections` lists them"
         )
 
     async def documents_of(
