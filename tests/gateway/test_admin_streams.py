@@ -385,3 +385,26 @@ async def test_the_openai_compatible_answer_ends_with_the_error_streamed_or_whol
     assert refused.status_code == 401
     assert refused.json()["error"]["code"] == "account_disabled"
     assert refused.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize("streaming_options", [{"revalidate_seconds": 60.0}], indirect=True)
+async def test_signing_out_ends_the_streams_of_the_session_at_once(chat_gateway: ChatGateway) -> None:
+    """`POST /v1/auth/logout` ends the session's open streams then and there (``session_ended``), not
+    at the next revalidation (a minute here)."""
+    name = f"tenant-{uuid.uuid4().hex[:10]}"
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.org"
+    await create_admin(chat_gateway.settings, email=email, password=PASSWORD, tenant=name)
+    login = await chat_gateway.api.post(
+        "/v1/auth/login", json={"tenant": name, "email": email, "password": PASSWORD}
+    )
+    assert login.status_code == 200, login.text
+    tokens = login.json()
+    async with ws_connect(chat_gateway, key=tokens["access_token"]) as ws:
+        first = await hello_and_start(ws)
+        logout = await chat_gateway.api.post(
+            "/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]}
+        )
+        assert logout.status_code == 204, logout.text
+        async with asyncio.timeout(5):
+            _, close_code = await ended_turn(chat_gateway, ws, first, "session_ended")
+    assert close_code == 4401

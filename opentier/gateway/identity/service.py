@@ -183,14 +183,15 @@ class IdentityService:
             log.warning("a used refresh token was presented again; its session was ended")
         raise AuthenticationError("the refresh token was already used or revoked; sign in again")
 
-    async def logout(self, refresh_token: str, origin: Origin) -> None:
-        """End the session of ``refresh_token``: it and every token of the session stop working."""
+    async def logout(self, refresh_token: str, origin: Origin) -> str | None:
+        """End the session of ``refresh_token``: it and every token of the session stop working. The
+        session's id when this call ended it (None when it had ended already)."""
         async with self.transaction() as session:
             found = await sessions.find_refresh(session, refresh_token)
             if found is None:
                 raise AuthenticationError("the refresh token is not valid")
             if found.session.revoked_at is not None:
-                return
+                return None
             await sessions.revoke_session(session, found.session, "logout")
             audit.record(
                 session,
@@ -199,6 +200,7 @@ class IdentityService:
                 origin=origin,
                 target=f"session:{found.session.id}",
             )
+            return str(found.session.id)
 
     async def signup(
         self, tenant_name: str | None, email: str, password: str, display_name: str, origin: Origin

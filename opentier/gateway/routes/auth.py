@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 from quart import Blueprint
 from quart_schema import tag, validate_request, validate_response
 
+from opentier.gateway.chat.revocation import end_session_streams
 from opentier.gateway.errors import documented_errors, documented_no_content
 from opentier.gateway.identity.api_models import Scope, TokenResponse, UserOut
 from opentier.gateway.identity.service import TokenPair
@@ -95,8 +96,11 @@ async def refresh(data: RefreshRequest) -> TokenResponse:
 @documented_no_content
 @documented_errors(400, 401)
 async def logout(data: RefreshRequest) -> tuple[str, int]:
-    """End the session of this refresh token: it, and the access tokens of the session, stop at once."""
-    await gateway_state().require_identity().logout(data.refresh_token, request_origin())
+    """End the session of this refresh token: it, and the access tokens of the session, stop at once
+    (chat streams opened with them end with `session_ended`)."""
+    ended = await gateway_state().require_identity().logout(data.refresh_token, request_origin())
+    if ended is not None:
+        end_session_streams([ended])
     return "", 204
 
 
