@@ -3,6 +3,7 @@ real WebSocket (and SSE) of the gateway under Hypercorn in front of the real hos
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -116,6 +117,37 @@ async def test_a_quota_counts_its_own_utc_period_and_refuses_until_it_resets(db_
     clock.now = at(2031, 4, 1, 0, 0, 1)
     window = await quotas.check(alice)
     assert window is not None and window.used == 0 and window.remaining == 100
+
+
+async def test_the_usage_people_read_never_counts_a_charge_being_written_twice(
+    db_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The figures of the admins' limits view and of /v1/usage add the charges not yet written to the
+    ledger's sums; a charge whose write commits between those two reads counted twice (an operator
+    once saw 228 tokens for a turn of 114). They are now read with the writer held still."""
+    quotas = TokenQuotas(LimitsSettings(user_tokens_per_day=10_000), db_engine)
+    alice = caller()
+    quotas.charge(alice, turn(114))
+    committed, release = asyncio.Event(), asyncio.Event()
+    insert = quotas._insert
+
+    async def slow_insert(engine: AsyncEngine, batch: Any) -> None:
+        await insert(engine, batch)  # in the ledger now, still counted as unwritten
+        committed.set()
+        await release.wait()
+
+    monkeypatch.setattr(quotas, "_insert", slow_insert)
+    flushing = asyncio.create_task(quotas.flush())
+    await committed.wait()
+    reading = asyncio.create_task(quotas.used(alice.tenant_id, alice.user_id))
+    summary = asyncio.create_task(quotas.summary(alice))
+    await asyncio.sleep(0.1)
+    release.set()
+    await flushing
+    assert await reading == {"day": 114, "month": 114}
+    day = (await summary).day
+    assert day.input_tokens + day.output_tokens == 114 and day.turns == 1
+    await quotas.close()
 
 
 async def test_the_month_counts_earlier_days_and_today_as_the_days_go_by(db_engine: AsyncEngine) -> None:

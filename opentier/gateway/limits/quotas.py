@@ -31,7 +31,7 @@ import math
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
@@ -61,6 +61,8 @@ RETRY_FIRST_SECONDS = 0.1
 RETRY_MAX_SECONDS = 5.0
 #: Longest :meth:`TokenQuotas.close` waits for the exhausted listeners still running.
 LISTENERS_GRACE_SECONDS = 5.0
+#: Longest wait for a ledger write in progress before the usage figures are summed (see ``_steady``).
+STEADY_WAIT_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -473,8 +475,6 @@ class TokenQuotas:
         day_start, day_end = period_bounds("day", now)
         month_start, month_end = period_bounds("month", now)
         user = _owners(principal)["user"]
-        unwritten_day = self._unwritten_sum(user, day_start.date(), month_end.date())
-        unwritten_month = self._unwritten_sum(user, month_start.date(), month_end.date())
         today = TokenUsage.created_at >= day_start
         query = sa.select(
             sa.func.coalesce(sa.func.sum(TokenUsage.input_tokens).filter(today), 0),
@@ -489,7 +489,10 @@ class TokenQuotas:
             TokenUsage.created_at >= month_start,
             TokenUsage.created_at < month_end,
         )
-        row = await self._counts(query)
+        async with self._steady():
+            unwritten_day = self._unwritten_sum(user, day_start.date(), month_end.date())
+            unwritten_month = self._unwritten_sum(user, month_start.date(), month_end.date())
+            row = await self._counts(query)
         unwritten_day.add(*row[:3])
         unwritten_month.add(*row[3:])
         return UsageSummary(
@@ -578,15 +581,34 @@ class TokenQuotas:
         owner: tuple[Scope, str] = (
             ("tenant", str(uuid.UUID(tenant_id))) if user_id is None else ("user", str(uuid.UUID(user_id)))
         )
-        unwritten_day = self._unwritten_sum(owner, day_start.date(), None).total
-        unwritten_month = self._unwritten_sum(owner, month_start.date(), month_end.date()).total
-        today, month = await self._counts(
-            sa.select(
-                sa.func.coalesce(sa.func.sum(_TOKENS).filter(TokenUsage.created_at >= day_start), 0),
-                sa.func.coalesce(sa.func.sum(_TOKENS), 0),
-            ).where(*conditions)
-        )
+        async with self._steady():
+            unwritten_day = self._unwritten_sum(owner, day_start.date(), None).total
+            unwritten_month = self._unwritten_sum(owner, month_start.date(), month_end.date()).total
+            today, month = await self._counts(
+                sa.select(
+                    sa.func.coalesce(sa.func.sum(_TOKENS).filter(TokenUsage.created_at >= day_start), 0),
+                    sa.func.coalesce(sa.func.sum(_TOKENS), 0),
+                ).where(*conditions)
+            )
         return {"day": today + unwritten_day, "month": month + unwritten_month}
+
+    @contextlib.asynccontextmanager
+    async def _steady(self) -> AsyncIterator[None]:
+        """Keep the ledger writer still while the figures people read are summed (the charges not yet
+        written, then the ledger): a batch written in between would count twice. Waits at most
+        :data:`STEADY_WAIT_SECONDS` for a write in progress; a writer retrying against a database that
+        is down is not waited for (the figures may then count a charge twice, until it is written).
+        Quota checks (:meth:`windows`) never wait: they count a charge twice for a moment instead."""
+        try:
+            async with asyncio.timeout(STEADY_WAIT_SECONDS):
+                await self._writing.acquire()
+        except TimeoutError:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self._writing.release()
 
     # --- telling that a quota is used up ------------------------------------------------------------
 
