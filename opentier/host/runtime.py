@@ -8,6 +8,8 @@ database pool closes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import sqlalchemy as sa
@@ -31,8 +33,11 @@ log = logging.getLogger(__name__)
 
 #: The schema side whose tables the host reads and writes.
 SIDE = "intelligence"
-#: Seconds past a chat turn's deadline after which an unfinished answer is known to be abandoned.
+#: Seconds past a chat turn's deadline after which an unfinished answer is known to be abandoned (or the
+#: deadline itself, when shorter).
 ABANDONED_MARGIN = 60.0
+#: Longest interval between two sweeps for abandoned answers while the host runs.
+ABANDONED_SWEEP_SECONDS = 60.0
 
 
 class HostRuntime:
@@ -48,26 +53,51 @@ class HostRuntime:
         self.conversations = Conversations(self.db)
         self.chat = Chat(settings.chat, registry, self.search, self.conversations)
         self._started = False
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Check that the database answers and is migrated, then start the ingestion workers."""
+        """Check that the database answers and is migrated, then start the ingestion workers and the
+        sweep for answers that a stopped host left unfinished."""
         await self.check_database()
-        with internal_scope():  # the answers of every tenant
-            abandoned = await self.conversations.fail_abandoned(
-                self.settings.chat.deadline_seconds + ABANDONED_MARGIN
-            )
-        if abandoned:
-            log.warning("chat: %d answers left unfinished by a stopped host marked failed", abandoned)
+        await self.fail_abandoned_answers()
         await self.ingestion.start()
+        self._sweeper = asyncio.create_task(self._sweep_abandoned(), name="abandoned-answers-sweeper")
         self._started = True
         log.info("ingestion: %d workers on %s", self.settings.ingestion.worker_count(), self._where())
 
     async def stop(self) -> None:
         """Stop the workers and close the database pool; safe to call more than once."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._started:
             self._started = False
             await self.ingestion.stop()
         await self.db.dispose()
+
+    async def fail_abandoned_answers(self) -> int:
+        """Mark ``failed`` (``host_stopped``) the answers still ``in_progress`` past the longest a turn
+        can last: their host stopped (a crash, a kill) before it could end them. Run at start and every
+        so often, so that an answer a killed host left is settled even when the host restarted at once."""
+        deadline = self.settings.chat.deadline_seconds
+        with internal_scope():  # the answers of every tenant
+            abandoned = await self.conversations.fail_abandoned(deadline + min(ABANDONED_MARGIN, deadline))
+        if abandoned:
+            log.warning("chat: %d answers left unfinished by a stopped host marked failed", abandoned)
+        return abandoned
+
+    async def _sweep_abandoned(self) -> None:
+        interval = min(ABANDONED_SWEEP_SECONDS, max(0.5, self.settings.chat.deadline_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.fail_abandoned_answers()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweeping abandoned answers failed; trying again in %.0fs", interval)
 
     async def check_database(self) -> None:
         """Refuse to serve on a database that is unreachable or whose schema is not up to date."""

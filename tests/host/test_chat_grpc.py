@@ -13,6 +13,7 @@ import grpc
 import grpc.aio
 import pytest
 import pytest_asyncio
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from opentier.config import Settings
@@ -431,3 +432,52 @@ async def test_the_offline_default_answers_from_the_document_with_its_citations(
         wings_chunks = await chunk_ids(db_engine, documents["wings.txt"])
         assert all(c.chunk_id in wings_chunks for c in citations)
         assert "Flaps and slats raise lift at low speed" in answer_text(events)
+
+
+@pytest.mark.parametrize("chat_host", [{"deadline_seconds": 1.0}], indirect=True)
+async def test_a_running_host_settles_an_answer_that_a_killed_host_left_in_progress(
+    chat_host: ChatHost, db_engine: AsyncEngine
+) -> None:
+    """A host killed mid-answer leaves the answer ``in_progress``; a host restarted at once used to
+    leave it so until its next start. A running host now sweeps: past twice the deadline (here 2 s)
+    the answer is ``failed`` with ``host_stopped``, its partial text kept."""
+    async with db_engine.begin() as conn:
+        conversation_id = await conn.scalar(
+            sa.text(
+                "INSERT INTO intelligence.conversations (tenant_id, user_id, title) "
+                "VALUES (:tenant, 'tester', 'left behind') RETURNING id"
+            ),
+            {"tenant": chat_host.tenant},
+        )
+        message_id = await conn.scalar(
+            sa.text(
+                "INSERT INTO intelligence.messages (conversation_id, tenant_id, ordinal, role, content, "
+                "status, created_at) VALUES (:conversation, :tenant, 2, 'assistant', 'Half an ans', "
+                "'in_progress', now() - interval '10 seconds') RETURNING id"
+            ),
+            {"conversation": conversation_id, "tenant": chat_host.tenant},
+        )
+        fresh_id = await conn.scalar(
+            sa.text(
+                "INSERT INTO intelligence.messages (conversation_id, tenant_id, ordinal, role, content, "
+                "status) VALUES (:conversation, :tenant, 4, 'assistant', '', 'in_progress') RETURNING id"
+            ),
+            {"conversation": conversation_id, "tenant": chat_host.tenant},
+        )
+
+    async def status(key: object) -> tuple[str, str | None, str]:
+        async with db_engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    sa.text("SELECT status, error_code, content FROM intelligence.messages WHERE id = :id"),
+                    {"id": key},
+                )
+            ).one()
+        return str(row[0]), row[1], str(row[2])
+
+    async with asyncio.timeout(5):
+        while (await status(message_id))[0] == "in_progress":
+            await asyncio.sleep(0.1)
+    assert await status(message_id) == ("failed", "host_stopped", "Half an ans")
+    # An answer younger than twice the deadline may still be streaming somewhere: left alone.
+    assert (await status(fresh_id))[0] == "in_progress"
