@@ -200,9 +200,10 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
 
     def __init__(self, allow_private: bool) -> None:
         super().__init__(trust_env=False)
-        # httpx builds its pool without a way to pass the backend; the same pool, with ours.
+        # httpx builds its pool without a way to pass the backend; the same pool, with ours. The TLS
+        # context reads SSL_CERT_FILE / SSL_CERT_DIR as any httpx client's does.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=httpx.create_ssl_context(trust_env=True),
             network_backend=CheckedBackend(allow_private),
         )
 
