@@ -225,12 +225,17 @@ class Stack:
 
     paced: Paced | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Host processes; the gateway spreads its calls over them (``gateway.host_targets``).
+    hosts: int = 1
     folder: Path = field(init=False)
     host_token: str = field(init=False)
     jwt_secret: str = field(init=False)
     host_port: int = field(init=False)
+    host_ports: list[int] = field(init=False, default_factory=list)
     gateway_port: int = field(init=False)
     host: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    #: The hosts after the first (``hosts`` > 1), with their ports.
+    more_hosts: list[tuple[int, subprocess.Popen[bytes]]] = field(init=False, default_factory=list)
     gateway: subprocess.Popen[bytes] | None = field(init=False, default=None)
     _scratch: bool = field(init=False, default=False)
     _external_db: bool = field(init=False, default=False)
@@ -259,6 +264,7 @@ class Stack:
             "OPENTIER_HOST__PORT": str(self.host_port),
             "OPENTIER_GATEWAY__PORT": str(self.gateway_port),
             "OPENTIER_GATEWAY__JWT_SECRET": self.jwt_secret,
+            "OPENTIER_GATEWAY__HOST_TARGETS": json.dumps([f"127.0.0.1:{port}" for port in self.host_ports]),
             "OPENTIER_LIMITS__PER_API_KEY": "",
             "OPENTIER_LIMITS__PER_USER": "",
             "OPENTIER_LIMITS__PER_ADDRESS": "",
@@ -281,6 +287,7 @@ class Stack:
         self.host_token = secrets.token_urlsafe(32)
         self.jwt_secret = secrets.token_urlsafe(48)
         self.host_port, self.gateway_port = free_port(), free_port()
+        self.host_ports = [self.host_port, *(free_port() for _ in range(self.hosts - 1))]
         self._external_db = bool(os.environ.get("OPENTIER_BENCH_DATABASE_URL"))
         try:
             self.say(f"stack: scratch folder {self.folder}")
@@ -298,11 +305,15 @@ class Stack:
                     f"--paced-first-token-ms={p.first_token_ms}",
                 ]
             self.host = self._spawn("host", host_args)
+            for number, port in enumerate(self.host_ports[1:], start=2):
+                process = self._spawn(f"host-{number}", host_args, {"OPENTIER_HOST__PORT": str(port)})
+                self.more_hosts.append((port, process))
             self.gateway = self._spawn("gateway", opentier_command("gateway", "serve"))
             self._wait_ready()
             self.say(
                 f"stack: host {self.host_target} (pid {self.host.pid}), "
-                f"gateway {self.gateway_url} (pid {self.gateway.pid})"
+                + "".join(f"host 127.0.0.1:{port} (pid {p.pid}), " for port, p in self.more_hosts)
+                + f"gateway {self.gateway_url} (pid {self.gateway.pid})"
             )
         except BaseException:
             self.stop()
@@ -329,14 +340,24 @@ class Stack:
             raise RuntimeError(f"opentier {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done.stdout
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = (self.folder / f"{name}.log").open("wb")
         try:
             return subprocess.Popen(
-                args, env=self.child_env(), cwd=self.folder, stdout=log, stderr=subprocess.STDOUT
+                args,
+                env=self.child_env() | (env or {}),
+                cwd=self.folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         finally:
             log.close()  # the child holds its own descriptor
+
+    def _parts(self) -> list[tuple[str, subprocess.Popen[bytes] | None]]:
+        """The child processes by part, the gateway first (the order to stop them in)."""
+        return [("gateway", self.gateway), ("host", self.host), *(("host", p) for _, p in self.more_hosts)]
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.folder / f"{name}.log"
@@ -348,7 +369,7 @@ class Stack:
         deadline = time.monotonic() + READY_TIMEOUT
         with httpx.Client(base_url=self.gateway_url, timeout=5) as client:
             while time.monotonic() < deadline:
-                for name, process in (("host", self.host), ("gateway", self.gateway)):
+                for name, process in self._parts():
                     if process is not None and process.poll() is not None:
                         raise RuntimeError(
                             f"the {name} exited with {process.returncode}:\n{self.log_tail(name)}"
@@ -363,9 +384,8 @@ class Stack:
         )
 
     def stop(self) -> None:
-        # The gateway first (it drains its streams), then the host, then the database.
-        for name in ("gateway", "host"):
-            process: subprocess.Popen[bytes] | None = getattr(self, name)
+        # The gateway first (it drains its streams), then the hosts, then the database.
+        for name, process in self._parts():
             if process is None or process.poll() is not None:
                 continue
             process.send_signal(signal.SIGTERM)
@@ -392,10 +412,9 @@ class Stack:
         """The processes of each part: ``gateway``, ``host``, ``postgres`` (embedded: the postmaster and
         its backends)."""
         found: dict[str, list[psutil.Process]] = {}
-        for name in ("gateway", "host"):
-            process: subprocess.Popen[bytes] | None = getattr(self, name)
+        for name, process in self._parts():
             if process is not None and process.poll() is None:
-                found[name] = [psutil.Process(process.pid)]
+                found.setdefault(name, []).append(psutil.Process(process.pid))
         pid_file = self.folder / "data" / "postgres" / "postmaster.pid"
         with contextlib.suppress(OSError, ValueError, psutil.Error):
             postmaster = psutil.Process(int(pid_file.read_text().split()[0]))

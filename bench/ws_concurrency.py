@@ -202,8 +202,8 @@ class Watch:
     def rss(self) -> dict[str, float]:
         found: dict[str, float] = {}
         for name in ("gateway", "host"):
-            with contextlib.suppress(psutil.Error, KeyError, IndexError):
-                found[name] = self.processes[name][0].memory_info().rss / 2**20
+            with contextlib.suppress(psutil.Error, KeyError, IndexError):  # several hosts: their sum
+                found[name] = sum(p.memory_info().rss for p in self.processes[name]) / 2**20
         return found
 
     async def sample(self) -> None:
@@ -486,6 +486,9 @@ def main() -> None:
     )
     parser.add_argument("--documents", type=int, default=12, help="generated documents to ingest")
     parser.add_argument(
+        "--hosts", type=int, default=1, help="host processes, the gateway spreading turns over them"
+    )
+    parser.add_argument(
         "--ingest-while",
         type=int,
         default=200,
@@ -502,12 +505,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     texts = corpus(args.documents)
-    with Stack(env=dict(args.set)) as stack:
+    with Stack(env=dict(args.set), hosts=args.hosts) as stack:
         account = stack.account()
         counts = stack.ingest(account, texts.documents)
         retrieval = "no retrieval" if args.no_retrieval else f"retrieval over {counts['chunks']} chunks"
         print(
-            f"stack: PostgreSQL, host, gateway as separate processes on loopback; extractive, {retrieval}; "
+            f"stack: PostgreSQL, {args.hosts} host(s), gateway as separate processes on loopback; "
+            f"extractive, {retrieval}; "
             f"{args.client_processes} client processes; compression {args.compression}; "
             f"timeout {args.timeout:g} s per round"
             + "".join(f"; {key}={value}" for key, value in args.set)
