@@ -41,7 +41,7 @@ async def host_tenant_id(settings: Settings, value: str) -> str:
             pool_pre_ping=False,
             connect_args={"timeout": LOOKUP_TIMEOUT_SECONDS},
         )
-    except OpenTierError as err:  # no usable database configuration: nothing to look up
+    except (OpenTierError, OSError) as err:  # no usable database settings, or unreadable: nothing to ask
         log.debug("tenant %r used as it is: %s", value, err)
         return value
     try:
