@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from opentier.components import ComponentKind, Embedder, Reranker, Retriever, SearchHit, SearchQuery
 from opentier.config import RetrievalSettings
 from opentier.db.models.intelligence import Collection
+from opentier.engine.coalesce import Coalescer
 from opentier.engine.collections import CollectionInfo, Collections, parse_id
 from opentier.engine.filters import compile_filter
 from opentier.errors import InvalidRequestError, NotFoundError
@@ -46,6 +47,7 @@ class SearchContext(RetrievalContext):
         collections: Sequence[ScopedCollection],
         query: SearchQuery,
         embedder: Embedder,
+        embed_query: Callable[[str], Awaitable[list[float]]] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -55,6 +57,7 @@ class SearchContext(RetrievalContext):
         self.query = query
         self._registry = registry
         self._embedder = embedder
+        self._embed_query = embed_query
         compile_filter(query.filters, "c")  # refuse a bad filter before any retriever runs
         self._embedding: list[float] | None = None
         # Concurrent parts of a fusion retriever wait for one embedding call instead of making two.
@@ -89,6 +92,8 @@ class SearchContext(RetrievalContext):
             return [float(v) for v in given]
         if not self.query.text.strip():
             raise InvalidRequestError("the query is empty")
+        if self._embed_query is not None:
+            return [float(v) for v in await self._embed_query(self.query.text)]
         vectors = await self._embedder.embed([self.query.text])
         return [float(v) for v in vectors[0]]
 
@@ -106,6 +111,8 @@ class Search:
         self.registry = registry
         self.settings = settings
         self.collections = collections
+        #: Per embedder (by name): the query embeddings of concurrent searches, made in batches.
+        self._coalescers: dict[str, Coalescer] = {}
 
     async def search(
         self, query: SearchQuery, *, retriever: str | None = None, reranker: str | None = None
@@ -149,7 +156,15 @@ class Search:
             collections=scoped,
             query=dataclasses.replace(query, collection_ids=[c.id for c in scoped]),
             embedder=embedder,
+            embed_query=self._coalescer(embedder).embed_one,
         )
+
+    def _coalescer(self, embedder: Embedder) -> Coalescer:
+        """The query-embedding batcher of ``embedder`` (one per embedder, made at its first search)."""
+        found = self._coalescers.get(embedder.name)
+        if found is None:
+            found = self._coalescers[embedder.name] = Coalescer(embedder.embed)
+        return found
 
     def top_k(self, requested: int) -> int:
         """The number of hits to return: the default for 0, at most ``retrieval.max_top_k``."""

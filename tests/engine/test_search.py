@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -305,3 +306,30 @@ async def test_the_documented_retriever_and_reranker_work(db_engine: AsyncEngine
         assert [hit.source for hit in hits] == ["old.txt", "new.txt"]
     finally:
         await bench.ingestion.stop()
+
+
+async def test_concurrent_searches_embed_their_queries_together_and_each_gets_its_own_hits(
+    bench: Bench,
+) -> None:
+    """Searches that run at the same time (chat turns starting together) share batched embedding
+    calls (opentier/engine/coalesce.py); each still finds what it would find alone."""
+    tenant = bench.tenant()
+    docs = await bench.collection(tenant)
+    await bench.add(docs, [*SAME, Record("boats.txt", "Boats float because water pushes them up.", {})])
+    search = bench.search()
+    questions = ["how do wings make lift", "what do jet engines burn", "why do boats float"] * 10
+    alone = [
+        [hit.source for hit in await search.search(query(docs, text), retriever="vector")]
+        for text in questions[:3]
+    ]
+    before = bench.embedder.calls
+    bench.embedder.delay = 0.02  # a model run takes a moment: what arrives meanwhile waits for the next
+    try:
+        together = await asyncio.gather(
+            *(search.search(query(docs, text), retriever="vector") for text in questions)
+        )
+    finally:
+        bench.embedder.delay = 0.0
+    assert [[hit.source for hit in hits] for hits in together] == alone * 10
+    assert len({tuple(sources) for sources in alone}) > 1  # the questions find different things
+    assert bench.embedder.calls - before <= 5  # 30 queries, a few model calls
