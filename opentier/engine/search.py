@@ -47,7 +47,7 @@ class SearchContext(RetrievalContext):
         collections: Sequence[ScopedCollection],
         query: SearchQuery,
         embedder: Embedder,
-        embed_query: Callable[[str], Awaitable[list[float]]] | None = None,
+        embed_query: Callable[[str], Awaitable[list[float]]],
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -57,6 +57,7 @@ class SearchContext(RetrievalContext):
         self.query = query
         self._registry = registry
         self._embedder = embedder
+        #: The query embedding, made with the concurrent searches' queries (see engine/coalesce.py).
         self._embed_query = embed_query
         compile_filter(query.filters, "c")  # refuse a bad filter before any retriever runs
         self._embedding: list[float] | None = None
@@ -92,10 +93,7 @@ class SearchContext(RetrievalContext):
             return [float(v) for v in given]
         if not self.query.text.strip():
             raise InvalidRequestError("the query is empty")
-        if self._embed_query is not None:
-            return [float(v) for v in await self._embed_query(self.query.text)]
-        vectors = await self._embedder.embed([self.query.text])
-        return [float(v) for v in vectors[0]]
+        return [float(v) for v in await self._embed_query(self.query.text)]
 
     def retriever(self, name: str) -> Retriever:
         return _retriever(self._registry, name)
